@@ -1,0 +1,98 @@
+"""Task metrics.
+
+Retrieval (per query, then averaged over the eval set):
+
+- **context recall**: share of the retrieved passages whose normalised Levenshtein
+  similarity to the reference passage exceeds a threshold (0.5). Computed with
+  ragas' ``NonLLMContextRecall``, which is the same number when one reference
+  passage is judged against the top-1 retrieved passage (tested).
+- **context relevance**: share of the retrieved passages' sentences (split on
+  ``。``) that occur exactly among the reference's sentences.
+- **hit@k** (= recall@k with one relevant passage), **MRR@k**, **nDCG@k**: from
+  the rank of the reference passage among the retrieved ones (exact text match;
+  knowledge-base lines are unique).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+
+@lru_cache(maxsize=4)
+def _ragas_context_recall(threshold: float):
+    from ragas.metrics import NonLLMContextRecall
+
+    return NonLLMContextRecall(threshold=threshold)
+
+
+def context_recall(retrieved: Sequence[str], reference: str, threshold: float = 0.5) -> float:
+    """ragas' non-LLM context recall of one reference passage against ``retrieved``."""
+    from ragas.dataset_schema import SingleTurnSample
+
+    if not retrieved:
+        return 0.0
+    sample = SingleTurnSample(retrieved_contexts=list(retrieved), reference_contexts=[reference])
+    return float(_ragas_context_recall(threshold).single_turn_score(sample))
+
+
+def levenshtein_similarity(a: str, b: str) -> float:
+    from rapidfuzz.distance import Levenshtein
+
+    return 1.0 - Levenshtein.normalized_distance(a, b)
+
+
+def split_sentences(text: str, separator: str = "。") -> list[str]:
+    return [s.strip() for s in text.split(separator) if s.strip()]
+
+
+def context_relevance(retrieved: Sequence[str], reference: str, separator: str = "。") -> float:
+    """Share of the sentences of ``retrieved`` that occur exactly among the reference's sentences."""
+    ref = set(split_sentences(reference, separator))
+    sentences = [s for passage in retrieved for s in split_sentences(passage, separator)]
+    if not sentences:
+        return 0.0
+    return sum(s in ref for s in sentences) / len(sentences)
+
+
+def rank_of(retrieved: Sequence[str], gold: str) -> int | None:
+    """1-based rank of ``gold`` in ``retrieved``, or None when it was not retrieved."""
+    for i, text in enumerate(retrieved, start=1):
+        if text == gold:
+            return i
+    return None
+
+
+def hit_at(rank: int | None, k: int) -> float:
+    return float(rank is not None and rank <= k)
+
+
+def mrr_at(rank: int | None, k: int) -> float:
+    return 1.0 / rank if rank is not None and rank <= k else 0.0
+
+
+def ndcg_at(rank: int | None, k: int) -> float:
+    """nDCG@k with one relevant passage (the ideal DCG is 1)."""
+    return 1.0 / math.log2(rank + 1) if rank is not None and rank <= k else 0.0
+
+
+def retrieval_scores(retrieved: Sequence[str], gold: str, *, context_top_n: int, hit_ks: Sequence[int],
+                     rank_k: int, threshold: float, separator: str) -> dict[str, float]:
+    """All retrieval metrics for one query; ``retrieved`` is ranked best first."""
+    top = list(retrieved[:context_top_n])
+    rank = rank_of(retrieved, gold)
+    scores = {
+        "context_recall": context_recall(top, gold, threshold),
+        "context_relevance": context_relevance(top, gold, separator),
+    }
+    scores.update({f"hit@{k}": hit_at(rank, k) for k in hit_ks})
+    scores[f"mrr@{rank_k}"] = mrr_at(rank, rank_k)
+    scores[f"ndcg@{rank_k}"] = ndcg_at(rank, rank_k)
+    return scores
+
+
+def mean_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    if not rows:
+        return {}
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}

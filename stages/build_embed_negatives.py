@@ -1,0 +1,67 @@
+"""Stage `build_embed_negatives`: contrastive training rows, eval sets and knowledge bases."""
+
+from pathlib import Path
+
+import click
+
+from raglab.contrastive import (
+    ContrastiveData,
+    beir_files,
+    eval_split,
+    mine_hard_negatives,
+    random_negatives,
+    seeded_split,
+    validate_pairs,
+)
+from raglab.formats import read_jsonl, write_jsonl, write_lines
+from raglab.params import load_params, section
+from raglab.report import StageReport
+from raglab.retrieval import EmbedderConfig, load_embedder
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--source", default="data/raw/financial_qa/train.jsonl", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default="data/embed", show_default=True, type=click.Path(file_okay=False))
+def main(params_file: str, source: str, out_dir: str) -> None:
+    params = load_params(params_file)
+    p = section(params, "build_embed_negatives", params_file)
+    out = Path(out_dir)
+    with StageReport("build_embed_negatives", out / "report.json") as report:
+        rows = read_jsonl(source)
+        report.add_read(source, len(rows))
+
+        train_idx, test_idx = seeded_split(len(rows), p["test_size"], p["seed"])
+        train = validate_pairs(rows, train_idx, report)
+        test = eval_split(validate_pairs(rows, test_idx, report))
+        splits = {"test": test}
+        if p["val_size"]:
+            fit_idx, val_idx = seeded_split(len(train), p["val_size"], p["seed"])
+            splits["val"] = eval_split([train[i] for i in val_idx])
+            train = [train[i] for i in fit_idx]
+
+        data = ContrastiveData(train)
+        if p["negatives"] == "random":
+            data.negatives = random_negatives(train, p["num_negatives"], p["seed"])
+        elif p["negatives"] == "hard":
+            embedder = load_embedder(EmbedderConfig.from_params(params))
+            data.negatives, topped_up = mine_hard_negatives(
+                train, embedder, p["num_negatives"], p["hard_negative_ranks"], p["seed"]
+            )
+            report.extra["hard_negatives_topped_up_with_random"] = topped_up
+        else:
+            raise click.BadParameter(f"negatives must be 'random' or 'hard', got {p['negatives']!r}")
+
+        prompt = section(params, "embedder", params_file).get("query_instruction") or ""
+        report.add_wrote("train.jsonl", write_jsonl(out / "train.jsonl", data.rows(prompt)))
+        for name, split in splits.items():
+            report.add_wrote(f"{name}/eval.jsonl", write_jsonl(out / name / "eval.jsonl", split.rows()))
+            report.add_wrote(f"{name}/kb.txt", write_lines(out / name / "kb.txt", split.kb))
+        queries, corpus, qrels = beir_files(test)
+        write_jsonl(out / "beir" / "queries.jsonl", queries)
+        write_jsonl(out / "beir" / "corpus.jsonl", corpus)
+        write_lines(out / "beir" / "qrels" / "test.tsv", qrels)
+
+
+if __name__ == "__main__":
+    main()

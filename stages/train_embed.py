@@ -1,0 +1,29 @@
+"""Stage `train_embed`: contrastive fine-tuning of the embedding model (FlagEmbedding trainer)."""
+
+import click
+
+from raglab.embed_training import train_embedder
+from raglab.formats import write_json
+from raglab.params import load_params, section
+from raglab.report import StageReport
+from raglab.retrieval import EmbedderConfig
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--train", "train_file", default="data/embed/train.jsonl", show_default=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", "out_dir", default="models/embedder", show_default=True, type=click.Path(file_okay=False))
+@click.option("--live", "live_dir", default="dvclive/train_embed", show_default=True, type=click.Path(file_okay=False))
+@click.option("--metrics", "metrics_file", default="metrics/train_embed.json", show_default=True, type=click.Path(dir_okay=False))
+def main(params_file: str, train_file: str, out_dir: str, live_dir: str, metrics_file: str) -> None:
+    params = load_params(params_file)
+    hp = section(params, "train_embed", params_file)
+    with StageReport("train_embed") as report:
+        summary = train_embedder(EmbedderConfig.from_params(params), hp, train_file, out_dir, live_dir)
+        report.add_read(train_file, summary["train_rows"])
+        report.add_wrote(out_dir, 1)
+        write_json(metrics_file, summary)
+
+
+if __name__ == "__main__":
+    main()
