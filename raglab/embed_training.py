@@ -33,6 +33,11 @@ def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
     )
 
     gpu = torch.cuda.is_available()
+    precision = hp["mixed_precision"]
+    if precision not in {"no", "fp16", "bf16"}:
+        raise ValueError(f"train_embed.mixed_precision must be no, fp16 or bf16, got {precision!r}")
+    if precision == "fp16" and not gpu:
+        raise ValueError("train_embed.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
     model_args = EncoderOnlyEmbedderModelArguments(
         model_name_or_path=base.model, trust_remote_code=base.trust_remote_code
     )
@@ -60,7 +65,8 @@ def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
         save_strategy="no",
         report_to="none",
         dataloader_drop_last=True,
-        fp16=gpu,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",  # on CPU: bfloat16 autocast, ~1.7x faster where AVX512-BF16/AMX exist
         use_cpu=not gpu,
     )
     return model_args, data_args, training_args

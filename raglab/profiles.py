@@ -1,0 +1,88 @@
+"""Named parameter profiles, run as DVC experiments.
+
+A profile (``profiles/NAME.yaml``) is a partial copy of ``params.yaml``: the
+keys it sets replace the defaults for one experiment, nothing else changes.
+``python -m raglab.profiles NAME`` turns it into ``dvc exp run -n NAME -S
+key=value ...``, so the defaults in ``params.yaml`` stay as they are and the
+run is recorded (and comparable with ``dvc exp show`` / ``dvc metrics diff``)
+like any other experiment. ``$VARS`` in string values are expanded from the
+environment (e.g. a local model directory).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+PROFILE_DIR = Path("profiles")
+
+
+def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else profile_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in profile_dir.glob("*.yaml"))
+        raise click.BadParameter(f"no profile file {path} (known profiles: {known})")
+    with open(path, encoding="utf-8") as f:
+        overlay = yaml.safe_load(f) or {}
+    if not isinstance(overlay, dict):
+        raise click.BadParameter(f"{path}: a profile is a mapping shaped like params.yaml")
+    return overlay
+
+
+def _expand(value: Any, key: str) -> Any:
+    if isinstance(value, str) and "$" in value:
+        expanded = os.path.expandvars(value)
+        if "$" in expanded:
+            raise click.UsageError(f"profile value {key}={value!r} names an unset environment variable")
+        return expanded
+    return value
+
+
+def flatten(overlay: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Leaf ``(dotted.key, value)`` pairs; lists are leaves."""
+    pairs = []
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            pairs += flatten(value, dotted + ".")
+        else:
+            pairs.append((dotted, _expand(value, dotted)))
+    return pairs
+
+
+def set_param_args(overlay: dict[str, Any]) -> list[str]:
+    """``-S key=value`` arguments for ``dvc exp run`` (values YAML-encoded, as DVC parses them)."""
+    args = []
+    for key, value in flatten(overlay):
+        encoded = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**9)
+        encoded = encoded.strip().removesuffix("...").strip()
+        args += ["-S", f"{key}={encoded}"]
+    return args
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("profile")
+@click.option("--name", "exp_name", help="Experiment name (default: the profile's name).")
+@click.option("--temp", is_flag=True, help="Run in a temporary copy of the repo (workspace untouched).")
+@click.option("--dry-run", is_flag=True, help="Print the dvc command instead of running it.")
+@click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
+def main(profile: str, exp_name: str | None, temp: bool, dry_run: bool, dvc_args: tuple[str, ...]) -> None:
+    """Run PROFILE (profiles/PROFILE.yaml) as `dvc exp run`; extra args go to dvc (e.g. -S k=v)."""
+    cmd = ["dvc", "exp", "run", "-n", exp_name or Path(profile).stem]
+    if temp:
+        cmd.append("--temp")
+    cmd += set_param_args(load_profile(profile)) + list(dvc_args)
+    if dry_run:
+        click.echo(" ".join(cmd))
+        return
+    sys.exit(subprocess.call(cmd))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+import random
+
+import numpy as np
+import pytest
+
+from raglab.contrastive import (
+    QAPair,
+    beir_files,
+    eval_split,
+    mine_hard_negatives,
+    random_negatives,
+    seeded_split,
+    validate_pairs,
+)
+from raglab.report import StageReport
+
+
+def make_pairs(n, shared_every=0):
+    pairs = [QAPair(f"question {i}", f"passage number {i} about topic {i % 7}", row=i + 1) for i in range(n)]
+    if shared_every:
+        for i in range(0, n, shared_every):  # several questions share one passage, as in the real CSV
+            pairs[i + 1 if i + 1 < n else i].passage = pairs[i].passage
+    return pairs
+
+
+def test_split_is_seeded_sized_and_disjoint():
+    tr1, te1 = seeded_split(7000, 0.1, 1314)
+    tr2, te2 = seeded_split(7000, 0.1, 1314)
+    assert (tr1, te1) == (tr2, te2)
+    assert len(te1) == 700 and len(tr1) == 6300
+    assert set(tr1).isdisjoint(te1) and set(tr1) | set(te1) == set(range(7000))
+    assert seeded_split(7000, 0.1, 1315)[1] != te1
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5])
+def test_split_rejects_bad_sizes(bad):
+    with pytest.raises(ValueError, match="test_size"):
+        seeded_split(10, bad, 0)
+
+
+def test_invalid_rows_are_dropped_and_counted():
+    rows = [
+        {"question": "q1", "context": "p1"},
+        {"question": "  ", "context": "p2"},
+        {"question": "q3", "context": ""},
+        {"question": None, "context": None},
+        {"question": "q5", "context": "two\nlines"},
+        {"question": "q6", "context": "p6"},
+    ]
+    report = StageReport("t")
+    kept = validate_pairs(rows, range(len(rows)), report)
+    assert [(p.query, p.row) for p in kept] == [("q1", 1), ("q6", 6)]
+    assert report.dropped == {"empty_question": 2, "empty_context": 1, "newline_in_context": 1}
+
+
+def test_random_negatives_protocol():
+    pairs = make_pairs(60, shared_every=5)
+    negs = random_negatives(pairs, 10, seed=1314)
+    assert negs == random_negatives(pairs, 10, seed=1314)
+    assert negs != random_negatives(pairs, 10, seed=1)
+    for p, n in zip(pairs, negs):
+        assert len(n) == 10 and len(set(n)) == 10
+        assert p.passage not in n  # never the row itself, nor a row with the same passage text
+
+
+def test_random_negatives_needs_enough_passages():
+    with pytest.raises(ValueError, match="need more than 10 distinct passages"):
+        random_negatives(make_pairs(10), 10, seed=0)
+
+
+def test_knowledge_base_is_unique_and_ordered():
+    pairs = make_pairs(20, shared_every=4)
+    split = eval_split(pairs)
+    assert len(split.kb) == len(set(split.kb)) == len({p.passage for p in pairs})
+    assert split.kb[0] == pairs[0].passage
+    assert split.rows()[3] == {"query": pairs[3].query, "corpus": [pairs[3].passage]}
+    queries, corpus, qrels = beir_files(split)
+    assert len(queries) == 20 and len(corpus) == len(split.kb) and len(qrels) == 21
+    doc = {c["_id"]: c["text"] for c in corpus}
+    for q, line in zip(pairs, qrels[1:]):
+        assert doc[line.split("\t")[1]] == q.passage
+
+
+class BagOfWordsEmbedder:
+    """Test double with FlagModel's encode_* interface: hashed bag of words, normalised."""
+
+    def _encode(self, texts):
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.split():
+                out[i, hash(w) % 64] += 1
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    encode_queries = encode_corpus = _encode
+
+
+def test_hard_negatives_come_from_the_rank_window_and_exclude_the_positive():
+    pairs = make_pairs(80, shared_every=6)
+    emb = BagOfWordsEmbedder()
+    negs, topped_up = mine_hard_negatives(pairs, emb, 3, (2, 12), seed=0)
+    assert topped_up == 0
+    pool = list(dict.fromkeys(p.passage for p in pairs))
+    q = emb.encode_queries([p.query for p in pairs])
+    d = emb.encode_corpus(pool)
+    order = np.argsort(-(q @ d.T), axis=1, kind="stable")
+    for p, n, ranked in zip(pairs, negs, order):
+        assert len(n) == 3 and len(set(n)) == 3 and p.passage not in n
+        window = {pool[j] for j in ranked[:14]}  # ties may reorder neighbours: allow the margin
+        assert set(n) <= window
+    assert negs == mine_hard_negatives(pairs, emb, 3, (2, 12), seed=0)[0]
+
+
+def test_hard_negatives_top_up_a_short_window_with_random_passages():
+    pairs = make_pairs(30)
+    negs, topped_up = mine_hard_negatives(pairs, BagOfWordsEmbedder(), 5, (0, 3), seed=0)
+    assert topped_up == 30
+    assert all(len(set(n)) == 5 and p.passage not in n for p, n in zip(pairs, negs))
+
+
+def test_hard_negative_window_is_validated():
+    with pytest.raises(ValueError, match="rank window"):
+        mine_hard_negatives(make_pairs(30), BagOfWordsEmbedder(), 3, (5, 5), seed=0)
