@@ -34,10 +34,10 @@ def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
 
     gpu = torch.cuda.is_available()
     precision = hp["mixed_precision"]
-    if precision not in {"no", "fp16", "bf16"}:
-        raise ValueError(f"train_embed.mixed_precision must be no, fp16 or bf16, got {precision!r}")
+    if precision not in {"fp32", "fp16", "bf16"}:
+        raise ValueError(f"train_embed.mixed_precision must be fp32, fp16 or bf16, got {precision!r}")
     if precision == "fp16" and not gpu:
-        raise ValueError("train_embed.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+        raise ValueError("train_embed.mixed_precision=fp16 needs a GPU; use bf16 or fp32 on a CPU")
     model_args = EncoderOnlyEmbedderModelArguments(
         model_name_or_path=base.model, trust_remote_code=base.trust_remote_code
     )
