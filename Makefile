@@ -50,7 +50,7 @@ MIRROR ?= ../shared/datasets
 real-cpu: export HF_HUB_OFFLINE := 1
 real-cpu: setup
 	mkdir -p $(TMPDIR)
-	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm -S download.mirror=$(abspath $(MIRROR)) \
+	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm $(ARGS) -S download.mirror=$(abspath $(MIRROR)) \
 		-S 'download.datasets.cmrc2018.splits=[validation]' -S 'download.datasets.gsm8k.splits=[train]'
 
 clean-cache:
