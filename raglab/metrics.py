@@ -16,13 +16,18 @@ Retrieval (per query, then averaged over the eval set):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 
 
 @lru_cache(maxsize=4)
 def _ragas_context_recall(threshold: float):
-    from ragas.metrics import NonLLMContextRecall
+    with warnings.catch_warnings():
+        # ragas 0.4 flags every `ragas.metrics` import as moving to `ragas.metrics.collections`,
+        # which has no NonLLMContextRecall yet.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ragas.metrics import NonLLMContextRecall
 
     return NonLLMContextRecall(threshold=threshold)
 
@@ -96,3 +101,33 @@ def mean_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     if not rows:
         return {}
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+
+
+# --- generation (reading comprehension) ---------------------------------------------------
+
+def exact_match(prediction: str, gold: str) -> float:
+    """1 if the stripped prediction equals the stripped gold answer."""
+    return float(prediction.strip() == gold.strip())
+
+
+def origin_score(prediction: str, passage: str) -> float:
+    """1 if every whitespace-separated piece of the prediction occurs in the passage.
+
+    Chinese text without spaces is one piece, so the whole answer must be a substring.
+    An empty prediction scores 0: nothing of it comes from the passage.
+    """
+    pieces = prediction.split()
+    return float(bool(pieces) and all(p in passage for p in pieces))
+
+
+def cosine_scores(embedder, predictions: list[str], golds: list[str]) -> list[float]:
+    """Cosine of the embeddings of each prediction and its gold answer, clipped to [0, 1].
+
+    Encoded in batches by the embedder (normalised vectors); an empty prediction scores 0.
+    """
+    import numpy as np
+
+    a = np.asarray(embedder.encode_corpus([p if p.strip() else " " for p in predictions]), dtype=np.float32)
+    b = np.asarray(embedder.encode_corpus(golds), dtype=np.float32)
+    cos = np.clip((a * b).sum(axis=1), 0.0, 1.0)
+    return [0.0 if not p.strip() else float(c) for p, c in zip(predictions, cos)]

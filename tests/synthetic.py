@@ -25,29 +25,34 @@ COMPANIES = [
     ("Juniper Textiles", "JNPT"), ("Kestrel Airlines", "KSTL"), ("Lumen Optics", "LMNO"),
     ("Mosaic Games", "MSCG"), ("Nimbus Insurance", "NMBS"), ("Orchid Pharma", "ORCP"),
     ("Pioneer Rail", "PNRL"), ("Quartz Semiconductors", "QRTZ"), ("Redwood Paper", "RDWP"),
+    ("Sable Mining", "SBLM"), ("Tidewater Energy", "TDWE"), ("Umber Ceramics", "UMBC"),
+    ("Vantage Robotics", "VNTR"), ("Willow Banking", "WLWB"), ("Xenon Lighting", "XNLT"),
+    ("Yarrow Media", "YRWM"), ("Zephyr Motors", "ZPHM"),
 ]
 
-# (question template, passage template); {c} company, {a} {b} numbers, {y} year
+# (question, passage) templates; {c} company, {a} {b} digits, {y} year. The questions paraphrase
+# the passages (top line ~ revenue, workforce ~ employed), so an untuned embedder often picks
+# the right company but the wrong fact: there is something for fine-tuning to learn.
 FACTS = [
-    ("What was {c}'s total revenue in fiscal {y}?",
+    ("What was {c}'s top line in fiscal {y}?",
      "{c} reported total revenue of ${a}.{b} billion for fiscal {y}, driven by higher unit volumes."),
-    ("How many employees did {c} have at the end of {y}?",
+    ("How large was {c}'s workforce at the close of {y}?",
      "As of December 31, {y}, {c} employed approximately {a},{b}00 people across its operations."),
-    ("What risk does {c} highlight regarding its suppliers?",
-     "{c} depends on a small number of suppliers for key components, and any disruption could delay shipments."),
-    ("How much did {c} spend on research and development in {y}?",
+    ("Which supply-chain vulnerability does {c} flag?",
+     "{c} depends on a small number of vendors for key components, and any disruption could delay shipments."),
+    ("What did {c} invest in innovation during {y}?",
      "Research and development expenses at {c} were ${a}{b} million in {y}, reflecting new product programs."),
-    ("What dividend did {c} declare per share in {y}?",
+    ("How much did {c} pay its owners each quarter in {y}?",
      "In {y}, the board of {c} declared a quarterly cash dividend of ${a}.{b}0 per share."),
-    ("Where is {c} headquartered?",
-     "{c} maintains its corporate headquarters in a leased office campus of {a}{b},000 square feet."),
-    ("How does {c} describe competition in its market?",
+    ("Where does {c} run its main offices from?",
+     "{c} maintains its corporate headquarters in a leased campus of {a}{b},000 square feet."),
+    ("Who does {c} contend with for customers?",
      "{c} faces intense competition from larger firms with greater resources and broader distribution networks."),
-    ("What was {c}'s net income in {y}?",
+    ("How profitable was {c} in {y}?",
      "Net income for {c} totaled ${a}{b}.{a} million in {y}, compared with a loss in the prior year."),
-    ("How much long-term debt did {c} report in {y}?",
+    ("What borrowings did {c} have outstanding at the end of {y}?",
      "At year-end {y}, {c} carried long-term debt of ${a}.{b} billion, mostly fixed-rate senior notes."),
-    ("What share repurchases did {c} make in {y}?",
+    ("Did {c} buy back any of its stock in {y}?",
      "During {y}, {c} repurchased {a}.{b} million shares of its common stock under its authorized program."),
 ]
 

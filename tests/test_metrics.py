@@ -74,3 +74,40 @@ def test_retrieval_scores_and_means():
     assert second["hit@1"] == 0.0 and second["hit@5"] == 1.0 and second["mrr@10"] == pytest.approx(1 / 3)
     means = mean_scores([first, second])
     assert means["hit@1"] == 0.5 and means["mrr@10"] == pytest.approx(2 / 3)
+
+
+def test_exact_match_strips_whitespace():
+    from raglab.metrics import exact_match
+
+    assert exact_match(" 1990年\n", "1990年") == 1.0
+    assert exact_match("1990", "1990年") == 0.0
+
+
+def test_origin_score_english_pieces_and_chinese_substring():
+    from raglab.metrics import origin_score
+
+    passage = "甲公司成立于1990年，总部位于上海。Revenue grew 5% in 2023."
+    assert origin_score("1990年", passage) == 1.0
+    assert origin_score("总部位于上海", passage) == 1.0
+    assert origin_score("总部在上海", passage) == 0.0          # not a substring
+    assert origin_score("Revenue 2023.", passage) == 1.0     # every piece occurs
+    assert origin_score("Revenue fell", passage) == 0.0      # "fell" does not
+    assert origin_score("   ", passage) == 0.0
+
+
+def test_cosine_scores_clip_and_batch():
+    import numpy as np
+
+    from raglab.metrics import cosine_scores
+
+    class Fixed:
+        vectors = {"a": [1, 0], "b": [0, 1], "c": [-1, 0], "d": [0.6, 0.8]}
+        calls = 0
+
+        def encode_corpus(self, texts):
+            Fixed.calls += 1
+            return np.array([self.vectors.get(t, [1, 0]) for t in texts], dtype=np.float32)
+
+    assert cosine_scores(Fixed(), ["a", "a", "a", "", "d"], ["a", "b", "c", "a", "a"]) == pytest.approx(
+        [1.0, 0.0, 0.0, 0.0, 0.6])
+    assert Fixed.calls == 2  # predictions and golds each encoded in one batched call

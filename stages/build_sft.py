@@ -1,0 +1,49 @@
+"""Stage `build_sft`: CMRC 2018 reading comprehension -> SFT records (Alpaca and messages) + eval set."""
+
+from pathlib import Path
+
+import click
+
+from raglab.formats import read_jsonl, write_jsonl
+from raglab.params import load_params, section
+from raglab.prompts import check_template
+from raglab.report import StageReport
+from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--source", "source_dir", default="data/raw/cmrc2018", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="data/sft", show_default=True, type=click.Path(file_okay=False))
+def main(params_file: str, source_dir: str, out_dir: str) -> None:
+    params = load_params(params_file)
+    p, prompt = section(params, "build_sft", params_file), section(params, "prompt", params_file)
+    check_template(prompt["template"])
+    out = Path(out_dir)
+    with StageReport("build_sft", out / "report.json") as report:
+        def load(split):
+            path = Path(source_dir) / f"{split}.jsonl"
+            if not path.is_file():
+                raise click.ClickException(f"build_sft needs split '{split}' of cmrc2018: {path} does not exist "
+                                           "(add it to download.datasets.cmrc2018.splits)")
+            rows = read_jsonl(path)
+            report.add_read(str(path), len(rows))
+            return validate_rc(rows, report)
+
+        if p["train_split"] == p["eval_split"]:
+            train, evaluation = split_by_passage(load(p["train_split"]), p["eval_size"], p["seed"])
+        else:
+            train, evaluation = load(p["train_split"]), load(p["eval_split"])
+        train = sample(train, p["max_samples"], p["seed"])
+        evaluation = sample(evaluation, p["max_eval"], p["seed"])
+        fit, val = split_by_passage(train, p["val_size"], p["seed"]) if p["val_size"] else (train, [])
+
+        template, system = prompt["template"], prompt["system"]
+        for name, examples in [("train", fit), ("val", val)]:
+            report.add_wrote(f"{name}.jsonl", write_jsonl(out / f"{name}.jsonl", (alpaca_record(e, template, system) for e in examples)))
+            write_jsonl(out / f"{name}_messages.jsonl", (messages_record(e, template, system) for e in examples))
+        report.add_wrote("eval.jsonl", write_jsonl(out / "eval.jsonl", (eval_record(e) for e in evaluation)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+import json
+
+import pytest
+
+from raglab.llm_training import conversation, fit_cutoff
+from raglab.prompts import chat_messages, check_template, render
+from raglab.report import StageReport
+from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
+
+TEMPLATE = "请用下面的文段的原文来回答问题\n\n### 已知文段：{context}\n\n### 问题：{question}\n"
+SYSTEM = "You are a helpful assistant."
+
+
+def test_params_template_is_the_brief_template_exactly(params):
+    assert params["prompt"]["template"] == TEMPLATE
+    assert params["prompt"]["system"] == SYSTEM
+
+
+def test_template_must_use_context_and_question():
+    check_template(TEMPLATE)
+    with pytest.raises(ValueError, match="exactly the fields"):
+        check_template("{context} only")
+
+
+def rc_rows():
+    return [
+        {"id": "a", "context": "甲公司成立于1990年。", "question": "甲公司成立于哪一年？", "answers": ["1990年", "1990年"]},
+        {"id": "b", "context": "乙在北京。", "question": "", "answers": ["北京"]},
+        {"id": "c", "context": "", "question": "丙在哪？", "answers": ["上海"]},
+        {"id": "d", "context": "丁在上海。", "question": "丁在哪？", "answers": ["  "]},
+        {"id": "e", "context": "戊在广州。", "question": "戊在哪？", "answers": ["深圳"]},
+    ]
+
+
+def test_validation_drops_and_counts():
+    report = StageReport("t")
+    kept = validate_rc(rc_rows(), report)
+    assert [e.id for e in kept] == ["a", "e"]
+    assert report.dropped == {"empty_question": 1, "empty_context": 1, "empty_answer": 1}
+    assert report.extra["answer_not_in_context"] == 1  # "深圳" is not in its passage: kept, but counted
+
+
+def test_record_formats_are_exactly_the_brief():
+    ex = validate_rc(rc_rows(), StageReport("t"))[0]
+    instruction = "请用下面的文段的原文来回答问题\n\n### 已知文段：甲公司成立于1990年。\n\n### 问题：甲公司成立于哪一年？\n"
+    assert alpaca_record(ex, TEMPLATE, SYSTEM) == {"instruction": instruction, "input": "", "output": "1990年",
+                                                    "system": SYSTEM}
+    assert messages_record(ex, TEMPLATE, SYSTEM) == {"messages": [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": instruction},
+        {"role": "assistant", "content": "1990年"},
+    ]}
+    assert eval_record(ex) == {"id": "a", "context": "甲公司成立于1990年。", "question": "甲公司成立于哪一年？",
+                               "answers": "1990年"}
+
+
+def test_training_conversation_equals_inference_conversation():
+    ex = validate_rc(rc_rows(), StageReport("t"))[0]
+    row = conversation(alpaca_record(ex, TEMPLATE, SYSTEM))
+    # what serve_infer sends for the same eval record
+    assert row["prompt"] == chat_messages(SYSTEM, render(TEMPLATE, ex.context, ex.question))
+    assert row["completion"] == [{"role": "assistant", "content": "1990年"}]
+
+
+def test_passage_split_is_seeded_and_keeps_passages_on_one_side():
+    from raglab.sft import RCExample
+
+    exs = [RCExample(str(i), f"passage {i // 3}", f"q{i}", "a") for i in range(60)]
+    train, held = split_by_passage(exs, 0.25, seed=1)
+    assert (train, held) == split_by_passage(exs, 0.25, seed=1)
+    assert {e.context for e in train}.isdisjoint({e.context for e in held})
+    assert len({e.context for e in held}) == 5 and len(train) + len(held) == 60
+    assert [e.id for e in sample(exs, 10, 0)] == [e.id for e in sample(exs, 10, 0)]
+    assert len(sample(exs, 10, 0)) == 10 and sample(exs, None, 0) == exs
+
+
+def test_overlong_records_are_dropped_or_kept_and_counted(tiny_llm):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llm)
+    ex = validate_rc(rc_rows(), StageReport("t"))
+    rows = [conversation(alpaca_record(e, TEMPLATE, SYSTEM)) for e in ex]
+    rows[1]["prompt"][-1]["content"] += "很长" * 500
+    report = StageReport("t")
+    assert fit_cutoff(rows, tok, 200, "drop", report, "train") == [rows[0]]
+    assert report.dropped == {"train_longer_than_cutoff": 1}
+    report = StageReport("t")
+    assert fit_cutoff(rows, tok, 200, "truncate", report, "train") == rows
+    assert report.extra == {"train_truncated_to_cutoff": 1}
+
+
+def test_prompt_tokens_carry_no_loss(tiny_llm, tmp_path):
+    """trl masks the prompt: the only labelled tokens are the answer and its end of turn."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llm)
+    ex = validate_rc(rc_rows(), StageReport("t"))
+    rows = [conversation(alpaca_record(e, TEMPLATE, SYSTEM)) for e in ex]
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_llm),
+        args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, max_length=1024, report_to="none",
+                       use_cpu=True),
+        train_dataset=Dataset.from_list(rows), processing_class=tok,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labels, ids = batch["labels"][0], batch["input_ids"][0]
+    labelled = ids[labels != -100].tolist()
+    assert tok.decode(labelled) == "1990年<|im_end|>\n"
+    prompt_len = len(tok.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, return_dict=False))
+    assert (labels[:prompt_len] == -100).all() and (labels[prompt_len:] != -100).all()
+    assert json.dumps(rows[0], ensure_ascii=False)  # rows stay plain JSON
