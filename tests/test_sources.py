@@ -7,7 +7,7 @@ from raglab.sources import load_split
 def test_mirror_gives_normalised_rows_for_all_three_datasets(mirror):
     fin = load_split("financial_qa", {}, "train", str(mirror), None)
     assert set(fin.rows[0]) == {"question", "answer", "context", "ticker", "filing"}
-    assert len(fin.rows) == 260 and len(fin.sha256) == 64
+    assert len(fin.rows) == 442 and len(fin.sha256) == 64
 
     cmrc = load_split("cmrc2018", {}, "validation", str(mirror), None)
     assert cmrc.source.endswith("cmrc2018/cmrc2018_dev.json")
