@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .report import last_logged
 from .retrieval import EmbedderConfig
 
 log = logging.getLogger("raglab")
@@ -107,6 +108,6 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
     return {
         "train_rows": len(runner.train_dataset),
         "steps": state.global_step,
-        "train_loss": next((h["train_loss"] for h in reversed(state.log_history) if "train_loss" in h), None),
-        "train_runtime_s": next((h["train_runtime"] for h in reversed(state.log_history) if "train_runtime" in h), None),
+        "train_loss": last_logged(state.log_history, "train_loss"),
+        "train_runtime_s": last_logged(state.log_history, "train_runtime"),
     }

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .prompts import chat_messages
-from .report import StageReport
+from .report import StageReport, last_logged
 
 log = logging.getLogger("raglab")
 
@@ -148,7 +148,7 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
         "train_rows": len(train_rows),
         "val_rows": len(val_rows),
         "steps": trainer.state.global_step,
-        "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
-        "eval_loss": next((h["eval_loss"] for h in reversed(history) if "eval_loss" in h), None),
-        "train_runtime_s": next((h["train_runtime"] for h in reversed(history) if "train_runtime" in h), None),
+        "train_loss": last_logged(history, "train_loss"),
+        "eval_loss": last_logged(history, "eval_loss"),
+        "train_runtime_s": last_logged(history, "train_runtime"),
     }

@@ -83,5 +83,10 @@ class StageReport:
         return summary
 
 
+def last_logged(log_history: list[dict[str, Any]], key: str) -> Any:
+    """The last value of ``key`` in a transformers Trainer's ``state.log_history`` (None if never logged)."""
+    return next((entry[key] for entry in reversed(log_history) if key in entry), None)
+
+
 def _fmt(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing"
