@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from .formats import read_jsonl, write_jsonl
 from .report import last_logged
 from .retrieval import EmbedderConfig
 
@@ -24,8 +26,36 @@ log = logging.getLogger("raglab")
 ST_POOLING = {"cls": "cls", "mean": "mean", "last_token": "lasttoken"}
 
 
-def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_file: str, output_dir: str):
-    """FlagEmbedding's (model, data, training) argument dataclasses from our params."""
+def length_buckets(rows: list[dict], tokenizer, n_buckets: int, max_len: int) -> list[list[dict]]:
+    """``rows`` sorted by the token length of their longest passage (positive or negative, capped at
+    ``max_len``) and cut into ``n_buckets`` buckets of equal size.
+
+    Batches drawn from one bucket hold passages of similar length, so little of each batch is
+    padding: financial-qa-10K passages have a median of 38 tokens, but a random batch of 64 is
+    usually padded to the 128-token cap by its longest member.
+    """
+    if n_buckets < 1:
+        raise ValueError(f"train_embed.length_buckets must be >= 1, got {n_buckets}")
+    lengths = [
+        min(max_len, max(len(ids) for ids in tokenizer(row["pos"] + row["neg"], add_special_tokens=True)["input_ids"]))
+        for row in rows
+    ]
+    order = sorted(range(len(rows)), key=lengths.__getitem__)
+    size, rest = divmod(len(rows), n_buckets)
+    buckets, start = [], 0
+    for i in range(n_buckets):
+        end = start + size + (i < rest)
+        buckets.append([rows[j] for j in order[start:end]])
+        start = end
+    return buckets
+
+
+def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[str], output_dir: str):
+    """FlagEmbedding's (model, data, training) argument dataclasses from our params.
+
+    With more than one training file, every batch is drawn from a single file
+    (FlagEmbedding's ``same_dataset_within_batch``): that is how length buckets take effect.
+    """
     import torch
     from FlagEmbedding.finetune.embedder.encoder_only.base import (
         EncoderOnlyEmbedderDataArguments,
@@ -40,10 +70,11 @@ def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
     if precision == "fp16" and not gpu:
         raise ValueError("train_embed.mixed_precision=fp16 needs a GPU; use bf16 or fp32 on a CPU")
     model_args = EncoderOnlyEmbedderModelArguments(
-        model_name_or_path=base.model, trust_remote_code=base.trust_remote_code
+        model_name_or_path=base.local_path(), trust_remote_code=base.trust_remote_code
     )
     data_args = EncoderOnlyEmbedderDataArguments(
-        train_data=[train_file],
+        train_data=list(train_files),
+        same_dataset_within_batch=len(train_files) > 1,
         train_group_size=hp["train_group_size"],
         query_max_len=hp["query_max_len"],
         passage_max_len=hp["passage_max_len"],
@@ -88,25 +119,35 @@ def write_sentence_transformers_config(model_dir: str | os.PathLike, pooling: st
 def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, output_dir: str | os.PathLike,
                    live_dir: str | os.PathLike) -> dict[str, Any]:
     """Fine-tune ``base.model`` on ``train_file``; the model lands in ``output_dir`` only when complete."""
-    from dvclive import Live
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
-    from transformers.integrations import DVCLiveCallback
+
+    from .tracking import live_callback
 
     output_dir = Path(output_dir)
     work_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
-    model_args, data_args, training_args = flag_arguments(base, hp, train_file, str(work_dir))
-    runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
-    log.info("training on %d rows for %s epoch(s)", len(runner.train_dataset), hp["epochs"])
-    live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None)
-    runner.trainer.add_callback(DVCLiveCallback(live=live))
-    runner.run()
+    rows = read_jsonl(train_file)
+    with tempfile.TemporaryDirectory(prefix="train_embed-") as tmp:
+        train_files = [train_file]
+        if hp["length_buckets"] > 1:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(base.local_path(), trust_remote_code=base.trust_remote_code)
+            buckets = length_buckets(rows, tokenizer, hp["length_buckets"], hp["passage_max_len"])
+            train_files = [str(Path(tmp) / f"bucket-{i:02d}.jsonl") for i in range(len(buckets))]
+            for path, bucket in zip(train_files, buckets):
+                write_jsonl(path, bucket)
+        model_args, data_args, training_args = flag_arguments(base, hp, train_files, str(work_dir))
+        runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
+        log.info("training on %d rows (%d file(s)) for %s epoch(s)", len(rows), len(train_files), hp["epochs"])
+        runner.trainer.add_callback(live_callback(live_dir))
+        runner.run()
     write_sentence_transformers_config(work_dir, base.pooling, hp["passage_max_len"], base.query_instruction)
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(work_dir, output_dir)
     state = runner.trainer.state
     return {
-        "train_rows": len(runner.train_dataset),
+        "train_rows": len(rows),
         "steps": state.global_step,
         "train_loss": last_logged(state.log_history, "train_loss"),
         "train_runtime_s": last_logged(state.log_history, "train_runtime"),

@@ -91,10 +91,10 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
                fingerprint: str) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from dvclive import Live
     from peft import LoraConfig
-    from transformers.integrations import DVCLiveCallback
     from trl import SFTConfig, SFTTrainer
+
+    from .tracking import live_callback
 
     gpu = torch.cuda.is_available()
     tokenizer, model = load_base(base)
@@ -134,7 +134,7 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
         processing_class=tokenizer, peft_config=lora,
     )
     if trainer.is_world_process_zero():
-        trainer.add_callback(DVCLiveCallback(live=Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resume)))
+        trainer.add_callback(live_callback(live_dir, resume=resume))
     trainer.train(resume_from_checkpoint=resume or None)
     partial = output_dir.with_name(output_dir.name + ".partial")
     if trainer.is_world_process_zero():

@@ -34,6 +34,14 @@ class EmbedderConfig:
         """The ``embedder`` parameter group, optionally with some fields replaced."""
         return cls(**{**params["embedder"], **overrides})
 
+    def local_path(self) -> str:
+        """The model's directory: ``model`` itself when local, else the hub snapshot at ``revision``."""
+        if os.path.isdir(self.model) or not self.revision:
+            return self.model
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(self.model, revision=self.revision)
+
 
 def load_embedder(cfg: EmbedderConfig):
     """A FlagEmbedding encoder for ``cfg.model`` (hub id or local directory)."""
@@ -42,14 +50,9 @@ def load_embedder(cfg: EmbedderConfig):
 
     if cfg.pooling not in {"cls", "mean", "last_token"}:
         raise ValueError(f"pooling must be cls, mean or last_token, got {cfg.pooling!r}")
-    model = cfg.model
-    if cfg.revision and not os.path.isdir(model):
-        from huggingface_hub import snapshot_download
-
-        model = snapshot_download(model, revision=cfg.revision)
     gpu = torch.cuda.is_available()
     return FlagModel(
-        model,
+        cfg.local_path(),
         pooling_method=cfg.pooling,
         normalize_embeddings=True,
         use_fp16=gpu,

@@ -85,7 +85,11 @@ class VLLMServer:
         if self.port is None:
             self.port = free_port(self.host)
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_KVCACHE_SPACE": str(self.cpu_kv_cache_gib)}
-        self._log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        if self.log_file:
+            Path(self.log_file).parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_file, "ab")
+        else:
+            self._log = subprocess.DEVNULL
         cmd = self.command()
         log.info("starting vLLM: %s", " ".join(cmd))
         # A session of its own: stop() signals the server and every worker it spawned.

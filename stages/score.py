@@ -1,9 +1,12 @@
 """Stage `score`: task metrics for every system, as DVC metrics, per-query files and plots.
 
-Retrieval: context recall (ragas, non-LLM), context relevance, hit@k, MRR@k and
-nDCG@k over each eval split, for each embedder system.
-Generation: exact match, cosine (embedding model from the params) and origin
-score for each LLM system.
+Two parts, like serve_infer (`score@retrieval`, `score@generation` in dvc.yaml):
+
+- retrieval: context recall (ragas, non-LLM), context relevance, hit@k, MRR@k and
+  nDCG@k over each eval split, for each embedder system; metrics keyed
+  `split -> system -> metric`.
+- generation: exact match, cosine (embedding model from the params) and origin
+  score for each LLM system; metrics keyed `system -> metric`.
 """
 
 from pathlib import Path
@@ -22,27 +25,27 @@ def score_retrieval(p: dict, infer_dir: Path, per_query_dir: Path, report: Stage
     kwargs = dict(context_top_n=p["context_top_n"], hit_ks=p["hit_at"], rank_k=p["rank_at"],
                   threshold=p["similarity_threshold"], separator=p["sentence_separator"])
     metrics = {}
-    for split_dir in sorted((infer_dir / "retrieval").iterdir()):
+    for split_dir in sorted(d for d in infer_dir.iterdir() if d.is_dir()):
         split, per_query = split_dir.name, {}
         for result_file in sorted(split_dir.glob("*.jsonl")):
             system, rows = result_file.stem, read_jsonl(result_file)
-            report.add_read(f"retrieval/{split}/{system}", len(rows))
+            report.add_read(f"{split}/{system}", len(rows))
             scores = [retrieval_scores([h["text"] for h in r["retrieved"]], r["gold"], **kwargs)
                       for r in tqdm(rows, desc=f"score {split}/{system}", leave=False)]
             metrics.setdefault(split, {})[system] = {k: round(v, 5) for k, v in mean_scores(scores).items()}
             for i, (r, s) in enumerate(zip(rows, scores)):
                 entry = per_query.setdefault(i, {"query": r["query"], "gold": r["gold"]})
                 entry[system] = {"top1": r["retrieved"][0]["text"] if r["retrieved"] else None, **s}
-        report.add_wrote(f"retrieval_{split}.jsonl", write_jsonl(per_query_dir / f"retrieval_{split}.jsonl", per_query.values()))
+        report.add_wrote(f"{split}.jsonl", write_jsonl(per_query_dir / f"{split}.jsonl", per_query.values()))
     return metrics
 
 
 def score_generation(p: dict, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
     embedder = load_embedder(EmbedderConfig(**p["cosine_embedder"]))
     metrics = {}
-    for result_file in sorted((infer_dir / "generation").glob("*.jsonl")):
+    for result_file in sorted(infer_dir.glob("*.jsonl")):
         system, rows = result_file.stem, read_jsonl(result_file)
-        report.add_read(f"generation/{system}", len(rows))
+        report.add_read(system, len(rows))
         predictions, golds = [r["prediction"] for r in rows], [r["gold"] for r in rows]
         cosines = cosine_scores(embedder, predictions, golds)
         per_question = [
@@ -53,7 +56,7 @@ def score_generation(p: dict, infer_dir: Path, per_query_dir: Path, report: Stag
         ]
         metrics[system] = {k: round(v, 5) for k, v in mean_scores(
             [{k: q[k] for k in ("em", "cosine", "origin")} for q in per_question]).items()}
-        report.add_wrote(f"generation_{system}.jsonl", write_jsonl(per_query_dir / f"generation_{system}.jsonl", per_question))
+        report.add_wrote(f"{system}.jsonl", write_jsonl(per_query_dir / f"{system}.jsonl", per_question))
     return metrics
 
 
@@ -65,22 +68,27 @@ def plot_rows(metrics: dict, depth: int) -> list[dict]:
             for key, sub in metrics.items() for row in plot_rows(sub, depth - 1)]
 
 
+PARTS = {"retrieval": (score_retrieval, 3), "generation": (score_generation, 2)}  # scorer, depth of its metrics
+
+
 @click.command()
+@click.argument("part", type=click.Choice(sorted(PARTS)))
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
-@click.option("--infer", "infer_dir", default="data/infer", show_default=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--metrics", "metrics_dir", default="metrics", show_default=True, type=click.Path(file_okay=False))
-@click.option("--per-query", "per_query_dir", default="data/score", show_default=True, type=click.Path(file_okay=False))
-def main(params_file: str, infer_dir: str, metrics_dir: str, per_query_dir: str) -> None:
-    p = section(load_params(params_file), "score", params_file)
-    infer, per_query, out = Path(infer_dir), Path(per_query_dir), Path(metrics_dir)
-    with StageReport("score") as report:
-        retrieval = score_retrieval(p["retrieval"], infer, per_query, report)
-        write_json(out / "retrieval.json", retrieval)
-        write_csv(out / "plots" / "retrieval.csv", plot_rows(retrieval, 3))
-        generation = score_generation(p["generation"], infer, per_query, report)
-        write_json(out / "generation.json", generation)
-        write_csv(out / "plots" / "generation.csv", plot_rows(generation, 2))
-        report.extra["metrics"] = {"retrieval": retrieval, "generation": generation}
+@click.option("--infer", "infer_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="serve_infer's output folder for this part.")
+@click.option("--metrics", "metrics_file", required=True, type=click.Path(dir_okay=False), help="Metrics JSON to write.")
+@click.option("--plot", "plot_file", required=True, type=click.Path(dir_okay=False), help="Bar-plot CSV to write.")
+@click.option("--per-query", "per_query_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the per-query results (error analysis).")
+def main(part: str, params_file: str, infer_dir: str, metrics_file: str, plot_file: str, per_query_dir: str) -> None:
+    """Score the PART (retrieval or generation) outputs of serve_infer."""
+    p = section(section(load_params(params_file), "score", params_file), part, params_file)
+    scorer, depth = PARTS[part]
+    with StageReport(f"score@{part}", Path(per_query_dir) / "report.json") as report:
+        metrics = scorer(p, Path(infer_dir), Path(per_query_dir), report)
+        write_json(metrics_file, metrics)
+        write_csv(plot_file, plot_rows(metrics, depth))
+        report.extra["metrics"] = metrics
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Stage `serve_infer`: run every system under test over the eval sets.
 
-Retrieval: each embedder system (`base` = the untuned model, `tuned` =
-train_embed's output) encodes the knowledge base and the queries of each eval
-split; faiss returns the top-k passages per query.
+Two parts (`serve_infer@retrieval`, `serve_infer@generation` in dvc.yaml), so that
+a change on one track never re-runs the other:
 
-Generation: vLLM's OpenAI-compatible server (127.0.0.1, free port) serves the
-base LLM as `base` and the LoRA adapter as `sft`; the eval prompts go through
-the `openai` client; external OpenAI-compatible systems from the params are
-queried the same way. The server is always shut down.
+- retrieval: each embedder system (`base` = the untuned model, `tuned` =
+  train_embed's output) encodes the knowledge base and the queries of each eval
+  split; faiss returns the top-k passages per query.
+- generation: vLLM's OpenAI-compatible server (127.0.0.1, free port) serves the
+  base LLM as `base` and the LoRA adapter as `sft`; the eval prompts go through
+  the `openai` client; external OpenAI-compatible systems from the params are
+  queried the same way. The server is always shut down.
 """
 
 from pathlib import Path
@@ -34,6 +36,8 @@ def run_retrieval(params: dict, embed_dir: Path, tuned_embedder: str, out: Path,
     systems = {"base": EmbedderConfig.from_params(params),
                "tuned": EmbedderConfig.from_params(params, model=tuned_embedder, revision=None)}
     data = {s: (read_jsonl(embed_dir / s / "eval.jsonl"), read_lines(embed_dir / s / "kb.txt")) for s in eval_splits(embed_dir)}
+    if not data:
+        raise click.ClickException(f"{embed_dir} holds no eval split (a folder with eval.jsonl and kb.txt)")
     for split, (rows, kb) in data.items():
         report.add_read(f"{split}/eval.jsonl", len(rows))
         report.add_read(f"{split}/kb.txt", len(kb))
@@ -42,7 +46,7 @@ def run_retrieval(params: dict, embed_dir: Path, tuned_embedder: str, out: Path,
         for split, (rows, kb) in data.items():
             hits = retrieve(embedder, [r["query"] for r in rows], kb, top_k)
             results = [{"query": r["query"], "gold": r["corpus"][0], "retrieved": h} for r, h in zip(rows, hits)]
-            name = f"retrieval/{split}/{system}.jsonl"
+            name = f"{split}/{system}.jsonl"
             report.add_wrote(name, write_jsonl(out / name, results))
 
 
@@ -55,12 +59,12 @@ def run_generation(params: dict, eval_file: str, adapter: str, out: Path, report
     def save(system: str, predictions: list[str]) -> None:
         results = [{"id": r["id"], "question": r["question"], "context": r["context"], "gold": r["answers"],
                     "prediction": p} for r, p in zip(rows, predictions)]
-        report.add_wrote(f"generation/{system}.jsonl", write_jsonl(out / "generation" / f"{system}.jsonl", results))
+        report.add_wrote(f"{system}.jsonl", write_jsonl(out / f"{system}.jsonl", results))
 
     ask = dict(max_tokens=g["max_tokens"], temperature=g["temperature"], concurrency=g["concurrency"])
-    local = [s for s in g["systems"] if s in (BASE_NAME, SFT_NAME)]
     if unknown := set(g["systems"]) - {BASE_NAME, SFT_NAME}:
         raise click.BadParameter(f"serve_infer.generation.systems: unknown {sorted(unknown)} (local systems: base, sft)")
+    local = list(g["systems"])
     if local:
         server = VLLMServer(
             llm["model"], revision=llm.get("revision"), trust_remote_code=llm["trust_remote_code"],
@@ -79,20 +83,24 @@ def run_generation(params: dict, eval_file: str, adapter: str, out: Path, report
 
 
 @click.command()
+@click.argument("part", type=click.Choice(["retrieval", "generation"]))
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
-@click.option("--embed-data", "embed_dir", default="data/embed", show_default=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--tuned-embedder", default="models/embedder", show_default=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--eval-rc", "eval_file", default="data/sft/eval.jsonl", show_default=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("--adapter", default="models/llm-adapter", show_default=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--out", "out_dir", default="data/infer", show_default=True, type=click.Path(file_okay=False))
-def main(params_file: str, embed_dir: str, tuned_embedder: str, eval_file: str, adapter: str, out_dir: str) -> None:
+@click.option("--eval", "eval_path", required=True, type=click.Path(exists=True),
+              help="retrieval: build_embed_negatives' output folder; generation: build_sft's eval.jsonl.")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="retrieval: the tuned embedder; generation: the LoRA adapter.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def main(part: str, params_file: str, eval_path: str, model_dir: str, out_dir: str) -> None:
+    """Run the PART (retrieval or generation) systems over the eval set; write their outputs to --out."""
     params = load_params(params_file)
-    for group in ("serve_infer", "embedder", "llm", "prompt"):
+    for group in ("serve_infer", "embedder") if part == "retrieval" else ("serve_infer", "llm", "prompt"):
         section(params, group, params_file)
     out = Path(out_dir)
-    with StageReport("serve_infer", out / "report.json") as report:
-        run_retrieval(params, Path(embed_dir), tuned_embedder, out, report)
-        run_generation(params, eval_file, adapter, out, report)
+    with StageReport(f"serve_infer@{part}", out / "report.json") as report:
+        if part == "retrieval":
+            run_retrieval(params, Path(eval_path), model_dir, out, report)
+        else:
+            run_generation(params, eval_path, model_dir, out, report)
 
 
 if __name__ == "__main__":

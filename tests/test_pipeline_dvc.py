@@ -3,7 +3,8 @@
 Both tracks run: the retriever (packaged MiniLM) and the generator (tiny LLM served by vLLM).
 
 `dvc repro` runs every stage; a second `dvc repro` runs none; changing a
-train_embed parameter re-runs exactly train_embed, serve_infer and score; and
+train_embed parameter re-runs exactly train_embed and the retrieval parts of
+serve_infer and score; and
 `dvc metrics diff` reports the change. Also checks that the tuned embedder loads
 in both FlagEmbedding and sentence-transformers with the same embeddings.
 """
@@ -25,7 +26,8 @@ import yaml
 from raglab.profiles import flatten, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"download", "build_sft", "build_embed_negatives", "train_llm", "train_embed", "serve_infer", "score"}
+ALL_STAGES = {"download", "build_sft", "build_embed_negatives", "train_llm", "train_embed",
+              "serve_infer@retrieval", "serve_infer@generation", "score@retrieval", "score@generation"}
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +95,15 @@ def test_repro_skip_and_partial_rerun(dvc_repo):
     shown = run(["dvc", "metrics", "show", "--json"], root, env)
     for key in ("em", "cosine", "origin", "context_recall", "context_relevance"):
         assert f'"{key}"' in shown
+    # every plot of dvc.yaml has its data, and training curves are indexed by optimizer step
+    for plot in yaml.safe_load((root / "dvc.yaml").read_text())["plots"]:
+        (spec,) = plot.values()
+        for data_file in spec["y"]:
+            assert (root / data_file).is_file(), f"plot data {data_file} missing"
+    steps = json.loads((root / "metrics" / "train_embed.json").read_text())["steps"]
+    loss_steps = [int(line.split("\t")[0]) for line in
+                  (root / "dvclive/train_embed/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert loss_steps == list(range(1, steps + 1)), loss_steps  # the demo logs every step
 
     second = run(["dvc", "repro"], root, env)
     assert stages_run(second) == set()
@@ -102,7 +113,8 @@ def test_repro_skip_and_partial_rerun(dvc_repo):
     run(["git", "commit", "-qm", "baseline"], root, env)
     set_params(root / "params.yaml", [("train_embed.learning_rate", 2.0e-4)])
     third = run(["dvc", "repro"], root, env)
-    assert stages_run(third) == {"train_embed", "serve_infer", "score"}
+    # the retriever's stages only: the LLM is not served again
+    assert stages_run(third) == {"train_embed", "serve_infer@retrieval", "score@retrieval"}
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root, env))
     assert "metrics/train_embed.json" in diff, diff
