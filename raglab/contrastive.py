@@ -30,6 +30,9 @@ class QAPair:
     row: int  # 1-based row in the source file, for error messages and traceability
 
 
+KB_LAYOUTS = ("unique", "per_query")
+
+
 @dataclass
 class EvalSplit:
     pairs: list[QAPair]
@@ -37,6 +40,13 @@ class EvalSplit:
 
     def rows(self) -> list[dict]:
         return [{"query": p.query, "corpus": [p.passage]} for p in self.pairs]
+
+    def kb_lines(self, layout: str = "unique") -> list[str]:
+        """The knowledge-base file: each passage once (``unique``), or one line per query, repeats
+        kept (``per_query``: the brief's reference layout, a 700-line file for 694 passages)."""
+        if layout not in KB_LAYOUTS:
+            raise ValueError(f"knowledge-base layout must be one of {KB_LAYOUTS}, got {layout!r}")
+        return self.kb if layout == "unique" else [p.passage for p in self.pairs]
 
 
 @dataclass

@@ -56,7 +56,7 @@ def main(params_file: str, source: str, out_dir: str) -> None:
         report.add_wrote("train.jsonl", write_jsonl(out / "train.jsonl", data.rows(prompt)))
         for name, split in splits.items():
             report.add_wrote(f"{name}/eval.jsonl", write_jsonl(out / name / "eval.jsonl", split.rows()))
-            report.add_wrote(f"{name}/kb.txt", write_lines(out / name / "kb.txt", split.kb))
+            report.add_wrote(f"{name}/kb.txt", write_lines(out / name / "kb.txt", split.kb_lines(p["kb_lines"])))
         queries, corpus, qrels = beir_files(test)
         write_jsonl(out / "beir" / "queries.jsonl", queries)
         write_jsonl(out / "beir" / "corpus.jsonl", corpus)

@@ -118,3 +118,12 @@ def test_hard_negatives_top_up_a_short_window_with_random_passages():
 def test_hard_negative_window_is_validated():
     with pytest.raises(ValueError, match="rank window"):
         mine_hard_negatives(make_pairs(30), RandomVectorEmbedder(), 3, (5, 5), seed=0)
+
+
+def test_knowledge_base_layouts():
+    pairs = make_pairs(12, shared_every=3)
+    split = eval_split(pairs)
+    assert split.kb_lines("unique") == split.kb and len(split.kb) < 12
+    assert split.kb_lines("per_query") == [p.passage for p in pairs]
+    with pytest.raises(ValueError, match="layout"):
+        split.kb_lines("sorted")
