@@ -25,8 +25,17 @@ class RCExample:
 
 
 def validate_rc(rows: Sequence[dict], report: StageReport) -> list[RCExample]:
-    """Drop rows with an empty question, passage or answer (counted); count answers not in the passage."""
+    """Drop rows with an empty question, passage or answer (counted); count answers not in the passage.
+
+    The record's answer is the first gold answer; ``answer_not_in_context`` counts those that are not
+    a substring of their passage (kept: the model is still asked for them), and
+    ``other_answer_not_in_context`` the rows where another annotator's answer is not (CMRC 2018
+    validation: 174 of 3,219 rows; their first answer always is).
+    """
     kept = []
+    counts = report.extra
+    counts.setdefault("answer_not_in_context", 0)
+    counts.setdefault("other_answer_not_in_context", 0)
     for row in rows:
         context, question = (row.get("context") or "").strip(), (row.get("question") or "").strip()
         answers = [a for a in row.get("answers") or [] if a and a.strip()]
@@ -38,8 +47,8 @@ def validate_rc(rows: Sequence[dict], report: StageReport) -> list[RCExample]:
             report.drop("empty_answer")
         else:
             answer = answers[0].strip()
-            if answer not in context:
-                report.extra["answer_not_in_context"] = report.extra.get("answer_not_in_context", 0) + 1
+            counts["answer_not_in_context"] += answer not in context
+            counts["other_answer_not_in_context"] += any(a.strip() not in context for a in answers[1:])
             kept.append(RCExample(str(row.get("id", len(kept))), context, question, answer))
     return kept
 

@@ -29,15 +29,17 @@ def rc_rows():
         {"id": "c", "context": "", "question": "丙在哪？", "answers": ["上海"]},
         {"id": "d", "context": "丁在上海。", "question": "丁在哪？", "answers": ["  "]},
         {"id": "e", "context": "戊在广州。", "question": "戊在哪？", "answers": ["深圳"]},
+        {"id": "f", "context": "己在杭州。", "question": "己在哪？", "answers": ["杭州", "浙江杭州"]},
     ]
 
 
 def test_validation_drops_and_counts():
     report = StageReport("t")
     kept = validate_rc(rc_rows(), report)
-    assert [e.id for e in kept] == ["a", "e"]
+    assert [e.id for e in kept] == ["a", "e", "f"]
     assert report.dropped == {"empty_question": 1, "empty_context": 1, "empty_answer": 1}
-    assert report.extra["answer_not_in_context"] == 1  # "深圳" is not in its passage: kept, but counted
+    # "深圳" is not in its passage: kept, but counted; so is f's second annotator answer
+    assert report.extra == {"answer_not_in_context": 1, "other_answer_not_in_context": 1}
 
 
 def test_record_formats_are_exactly_the_brief():
@@ -82,7 +84,7 @@ def test_overlong_records_are_dropped_or_kept_and_counted(tiny_llm):
     rows = [conversation(alpaca_record(e, TEMPLATE, SYSTEM)) for e in ex]
     rows[1]["prompt"][-1]["content"] += "很长" * 500
     report = StageReport("t")
-    assert fit_cutoff(rows, tok, 200, "drop", report, "train") == [rows[0]]
+    assert fit_cutoff(rows, tok, 200, "drop", report, "train") == [rows[0], rows[2]]
     assert report.dropped == {"train_longer_than_cutoff": 1}
     report = StageReport("t")
     assert fit_cutoff(rows, tok, 200, "truncate", report, "train") == rows
