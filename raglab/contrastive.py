@@ -107,11 +107,16 @@ def random_negatives(pairs: Sequence[QAPair], k: int, seed: int) -> list[list[st
     return out
 
 
-def mine_hard_negatives(pairs: Sequence[QAPair], embedder, k: int, rank_window: Sequence[int],
-                        seed: int) -> tuple[list[list[str]], int]:
+def mine_hard_negatives(pairs: Sequence[QAPair], embedder, k: int, rank_window: Sequence[int], seed: int,
+                        max_score_ratio: float | None = None) -> tuple[list[list[str]], dict[str, int]]:
     """Negatives sampled from ranks ``[lo, hi)`` of the base embedder's search over the
-    training passages, skipping the positive. Rows whose window holds fewer than ``k``
-    candidates are topped up with random passages; the second value counts them."""
+    training passages, skipping the positive.
+
+    With ``max_score_ratio``, a candidate that scores above that share of the positive's own
+    score is skipped as a likely false negative (positive-aware mining, as in NV-Retriever):
+    financial-qa-10K has many near-identical passages from different filings. Rows whose
+    window holds fewer than ``k`` candidates are topped up with random passages. The stats
+    count the rows topped up and the candidates skipped."""
     from .retrieval import DenseIndex, encode_passages, encode_queries
 
     lo, hi = rank_window
@@ -121,20 +126,32 @@ def mine_hard_negatives(pairs: Sequence[QAPair], embedder, k: int, rank_window: 
     if len(pool) <= k:
         raise ValueError(f"need more than {k} distinct passages to mine {k} negatives, have {len(pool)}")
     log.info("mining hard negatives: %d queries over %d passages, ranks [%d, %d)", len(pairs), len(pool), lo, hi)
-    index = DenseIndex(encode_passages(embedder, pool))
-    _, ids = index.search(encode_queries(embedder, [p.query for p in pairs]), hi)
+    passage_vectors = encode_passages(embedder, pool)
+    query_vectors = encode_queries(embedder, [p.query for p in pairs])
+    scores, ids = DenseIndex(passage_vectors).search(query_vectors, hi)
+    position = {text: i for i, text in enumerate(pool)}
     rng = random.Random(seed)
-    out, topped_up = [], 0
-    for p, ranked in zip(pairs, ids):
-        window = [pool[j] for j in ranked[lo:hi] if j >= 0 and pool[j] != p.passage]
+    out, stats = [], {"topped_up_with_random": 0, "skipped_as_false_negative": 0}
+    for p, q, row_scores, ranked in zip(pairs, query_vectors, scores, ids):
+        ceiling = float("inf")
+        if max_score_ratio is not None:
+            ceiling = max_score_ratio * float(q @ passage_vectors[position[p.passage]])
+        window = []
+        for score, j in zip(row_scores[lo:hi], ranked[lo:hi]):
+            if j < 0 or pool[j] == p.passage:
+                continue
+            if score > ceiling:
+                stats["skipped_as_false_negative"] += 1
+                continue
+            window.append(pool[j])
         negs = rng.sample(window, k) if len(window) >= k else list(window)
         if len(negs) < k:
-            topped_up += 1
+            stats["topped_up_with_random"] += 1
             taken = set(negs) | {p.passage}
             rest = [c for c in pool if c not in taken]
             negs += rng.sample(rest, k - len(negs))
         out.append(negs)
-    return out, topped_up
+    return out, stats
 
 
 def beir_files(split: EvalSplit) -> tuple[list[dict], list[dict], list[str]]:

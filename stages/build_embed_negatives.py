@@ -45,10 +45,10 @@ def main(params_file: str, source: str, out_dir: str) -> None:
             data.negatives = random_negatives(train, p["num_negatives"], p["seed"])
         elif p["negatives"] == "hard":
             embedder = load_embedder(EmbedderConfig.from_params(params))
-            data.negatives, topped_up = mine_hard_negatives(
-                train, embedder, p["num_negatives"], p["hard_negative_ranks"], p["seed"]
+            data.negatives, stats = mine_hard_negatives(
+                train, embedder, p["num_negatives"], p["hard_negative_ranks"], p["seed"], p["hard_negative_max_ratio"]
             )
-            report.extra["hard_negatives_topped_up_with_random"] = topped_up
+            report.extra["hard_negatives"] = stats
         else:
             raise click.BadParameter(f"negatives must be 'random' or 'hard', got {p['negatives']!r}")
 

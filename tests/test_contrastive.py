@@ -95,8 +95,8 @@ class RandomVectorEmbedder:
 def test_hard_negatives_come_from_the_rank_window_and_exclude_the_positive():
     pairs = make_pairs(80, shared_every=6)
     emb = RandomVectorEmbedder()
-    negs, topped_up = mine_hard_negatives(pairs, emb, 3, (2, 12), seed=0)
-    assert topped_up == 0
+    negs, stats = mine_hard_negatives(pairs, emb, 3, (2, 12), seed=0)
+    assert stats == {"topped_up_with_random": 0, "skipped_as_false_negative": 0}
     pool = list(dict.fromkeys(p.passage for p in pairs))
     q = emb.encode_queries([p.query for p in pairs])
     d = emb.encode_corpus(pool)
@@ -110,9 +110,39 @@ def test_hard_negatives_come_from_the_rank_window_and_exclude_the_positive():
 
 def test_hard_negatives_top_up_a_short_window_with_random_passages():
     pairs = make_pairs(30)
-    negs, topped_up = mine_hard_negatives(pairs, RandomVectorEmbedder(), 5, (0, 3), seed=0)
-    assert topped_up == 30
+    negs, stats = mine_hard_negatives(pairs, RandomVectorEmbedder(), 5, (0, 3), seed=0)
+    assert stats["topped_up_with_random"] == 30
     assert all(len(set(n)) == 5 and p.passage not in n for p, n in zip(pairs, negs))
+
+
+class NearPositiveEmbedder(RandomVectorEmbedder):
+    """Each query lands near its own passage (cosine ~0.9), so positives score high, as after training."""
+
+    def __init__(self, pairs):
+        self.passage_of = {p.query: p.passage for p in pairs}
+
+    def encode_queries(self, queries):
+        rng = np.random.default_rng(0)
+        v = self._encode([self.passage_of[q] for q in queries]) + 0.3 * rng.normal(size=(len(queries), 32)) / np.sqrt(32)
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_hard_negatives_skip_candidates_scoring_close_to_the_positive():
+    pairs = make_pairs(80)
+    emb = NearPositiveEmbedder(pairs)
+    pool = [p.passage for p in pairs]
+    q, d = emb.encode_queries([p.query for p in pairs]), emb.encode_corpus(pool)
+    ratio = 0.3
+    negs, stats = mine_hard_negatives(pairs, emb, 2, (0, 40), seed=0, max_score_ratio=ratio)
+    assert stats["topped_up_with_random"] == 0
+    skipped = 0
+    for i, n in enumerate(negs):
+        ceiling = ratio * float(q[i] @ d[i])
+        assert all(float(q[i] @ d[pool.index(text)]) <= ceiling + 1e-6 for text in n)
+        ranked = np.argsort(-(q[i] @ d.T), kind="stable")[:40]
+        skipped += sum(j != i and float(q[i] @ d[j]) > ceiling for j in ranked)
+    assert stats["skipped_as_false_negative"] == skipped > 0
+    assert negs != mine_hard_negatives(pairs, emb, 2, (0, 40), seed=0)[0]
 
 
 def test_hard_negative_window_is_validated():
