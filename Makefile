@@ -53,15 +53,19 @@ test: setup
 	mkdir -p $(TMPDIR)
 	$(PY) -m pytest
 
-# Both tracks on a real local mirror: the CPU embedder profile and the tiny LLM. The shared
-# mirror holds only CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
+# Both tracks on a real local mirror: the CPU embedder profile and the tiny LLM, as the experiment
+# `real-cpu`, recorded (params, dvc.lock, metrics) in results/real-cpu. The shared mirror holds only
+# CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
 MIRROR ?= ../shared/datasets
 real-cpu: export HF_HUB_OFFLINE := 1
 real-cpu: setup $(TINY_LLM_DIR)/config.json
 	mkdir -p $(TMPDIR)
-	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles cpu-minilm,tiny-llm $(ARGS) \
+	dvc exp remove real-cpu >/dev/null 2>&1 || true
+	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles cpu-minilm,tiny-llm \
+		--name real-cpu --temp --record results/real-cpu $(ARGS) \
 		-S download.mirror=$(abspath $(MIRROR)) \
 		-S 'download.datasets.cmrc2018.splits=[validation]' -S 'download.datasets.gsm8k.splits=[train]'
+	dvc metrics show --no-pager --md results/real-cpu/metrics
 
 clean-cache:
 	rm -rf .cache

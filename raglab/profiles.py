@@ -82,22 +82,51 @@ def set_param_args(overlay: dict[str, Any]) -> list[str]:
     return args
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+
+
+def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
+    """Copy ``params.yaml``, ``dvc.lock`` and the metrics files of experiment ``exp_name`` (run on top
+    of HEAD) into ``out_dir``: a committed record of the run behind published numbers, readable
+    with ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults."""
+    head = _git("rev-parse", "HEAD").strip()
+    ref = f"refs/exps/{head[:2]}/{head[2:]}/{exp_name}"  # where DVC keeps an experiment's commit
+    if not _git("for-each-ref", ref).strip():
+        raise click.ClickException(f"no experiment '{exp_name}' on top of HEAD ({ref})")
+    dvc_yaml = yaml.safe_load(_git("show", f"{ref}:dvc.yaml"))
+    files = ["params.yaml", "dvc.lock", *dvc_yaml.get("metrics", [])]
+    for rel in files:
+        target = Path(out_dir) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(_git("show", f"{ref}:{rel}"), encoding="utf-8")
+    return files
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("profile")  # NAME, a path, or NAME1,NAME2 (merged left to right)
 @click.option("--name", "exp_name", help="Experiment name (default: the profile's name).")
 @click.option("--temp", is_flag=True, help="Run in a temporary copy of the repo (workspace untouched).")
+@click.option("--record", "record_dir", type=click.Path(file_okay=False),
+              help="After the run, copy its params.yaml, dvc.lock and metrics into this folder.")
 @click.option("--dry-run", is_flag=True, help="Print the dvc command instead of running it.")
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
-def main(profile: str, exp_name: str | None, temp: bool, dry_run: bool, dvc_args: tuple[str, ...]) -> None:
+def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None, dry_run: bool,
+         dvc_args: tuple[str, ...]) -> None:
     """Run PROFILE (profiles/PROFILE.yaml; several: A,B) as `dvc exp run`; extra args go to dvc (e.g. -S k=v)."""
-    cmd = ["dvc", "exp", "run", "-n", exp_name or "+".join(Path(p).stem for p in profile.split(","))]
+    exp_name = exp_name or "+".join(Path(p).stem for p in profile.split(","))
+    cmd = ["dvc", "exp", "run", "-n", exp_name]
     if temp:
         cmd.append("--temp")
     cmd += set_param_args(load_profiles(profile)) + list(dvc_args)
     if dry_run:
         click.echo(" ".join(cmd))
         return
-    sys.exit(subprocess.call(cmd))
+    code = subprocess.call(cmd)
+    if code == 0 and record_dir:
+        files = record_experiment(exp_name, record_dir)
+        click.echo(f"recorded {', '.join(files)} of experiment {exp_name} in {record_dir}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,37 @@ def test_profiles_only_set_keys_that_params_yaml_has():
 def test_committed_demo_mirror_is_what_the_generator_writes():
     for rel, text in mirror_files().items():
         assert (REPO / "data" / "demo-mirror" / rel).read_text(encoding="utf-8") == text, rel
+
+
+def test_record_copies_params_lock_and_metrics_of_the_experiment(tmp_path, monkeypatch):
+    import subprocess
+
+    from raglab.profiles import record_experiment
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\nmetrics:\n  - metrics/retrieval.json\n")
+    (tmp_path / "params.yaml").write_text("train_embed:\n  epochs: 2\n")
+    git("add", "-A")
+    git("commit", "-qm", "baseline")
+    head = git("rev-parse", "HEAD")
+    # an experiment commit as `dvc exp run -n cpu` leaves it: other params, a lock, metrics
+    (tmp_path / "params.yaml").write_text("train_embed:\n  epochs: 3\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "retrieval.json").write_text('{"test": {"tuned": {"hit@1": 0.9}}}\n')
+    git("add", "-A")
+    exp = git("commit-tree", git("write-tree"), "-p", head, "-m", "exp")
+    git("update-ref", f"refs/exps/{head[:2]}/{head[2:]}/cpu", exp)
+    git("reset", "-q", "--hard", head)
+
+    monkeypatch.chdir(tmp_path)
+    assert record_experiment("cpu", "results/cpu") == ["params.yaml", "dvc.lock", "metrics/retrieval.json"]
+    assert (tmp_path / "results/cpu/params.yaml").read_text() == "train_embed:\n  epochs: 3\n"
+    assert (tmp_path / "results/cpu/metrics/retrieval.json").read_text().startswith('{"test"')
+    with pytest.raises(click.ClickException, match="no experiment 'other'"):
+        record_experiment("other", "results/other")
