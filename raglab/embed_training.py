@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .formats import read_jsonl, write_jsonl
+from .formats import DataError, read_jsonl, write_jsonl
 from .report import last_logged
 from .retrieval import EmbedderConfig
 
@@ -48,6 +48,20 @@ def length_buckets(rows: list[dict], tokenizer, n_buckets: int, max_len: int) ->
         buckets.append([rows[j] for j in order[start:end]])
         start = end
     return buckets
+
+
+def check_train_rows(rows: list[dict], path: str | os.PathLike) -> None:
+    """FlagEmbedding's training format: ``query`` text, ``pos`` a non-empty list of texts, ``neg`` a
+    list of texts. A located error here beats a crash inside the trainer."""
+    if not rows:
+        raise DataError(path, "no training rows")
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise DataError(path, "expected non-empty text", row=i, field="query")
+        for field, min_len in (("pos", 1), ("neg", 0)):
+            texts = row.get(field)
+            if not isinstance(texts, list) or len(texts) < min_len or not all(isinstance(t, str) for t in texts):
+                raise DataError(path, f"expected a list of at least {min_len} text(s)", row=i, field=field)
 
 
 def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[str], output_dir: str):
@@ -127,15 +141,20 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
     work_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
     rows = read_jsonl(train_file)
+    check_train_rows(rows, train_file)
+    batch = hp["batch_size"]
     with tempfile.TemporaryDirectory(prefix="train_embed-") as tmp:
-        train_files = [train_file]
+        train_files, groups = [train_file], [rows]
         if hp["length_buckets"] > 1:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(base.local_path(), trust_remote_code=base.trust_remote_code)
-            buckets = length_buckets(rows, tokenizer, hp["length_buckets"], hp["passage_max_len"])
-            train_files = [str(Path(tmp) / f"bucket-{i:02d}.jsonl") for i in range(len(buckets))]
-            for path, bucket in zip(train_files, buckets):
+            groups = length_buckets(rows, tokenizer, hp["length_buckets"], hp["passage_max_len"])
+            if len(groups[-1]) < batch:
+                raise ValueError(f"train_embed.length_buckets={len(groups)} leaves buckets of {len(groups[-1])} rows, "
+                                 f"fewer than one batch of {batch}: use fewer buckets")
+            train_files = [str(Path(tmp) / f"bucket-{i:02d}.jsonl") for i in range(len(groups))]
+            for path, bucket in zip(train_files, groups):
                 write_jsonl(path, bucket)
         model_args, data_args, training_args = flag_arguments(base, hp, train_files, str(work_dir))
         runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
@@ -148,6 +167,8 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
     state = runner.trainer.state
     return {
         "train_rows": len(rows),
+        # batches are full (drop-last) in each file: these rows sit out each epoch, others the next
+        "rows_outside_full_batches_per_epoch": sum(len(g) % batch for g in groups),
         "steps": state.global_step,
         "train_loss": last_logged(state.log_history, "train_loss"),
         "train_runtime_s": last_logged(state.log_history, "train_runtime"),

@@ -33,3 +33,21 @@ def test_length_buckets_cap_lengths_and_spread_the_remainder():
 def test_length_buckets_reject_zero():
     with pytest.raises(ValueError, match="length_buckets"):
         length_buckets([row(1, [1])], whitespace_tokenizer, 0, max_len=8)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"query": " ", "pos": ["p"], "neg": []}, "query"),
+    ({"query": "q", "pos": [], "neg": ["n"]}, "pos"),
+    ({"query": "q", "pos": "p", "neg": ["n"]}, "pos"),
+    ({"query": "q", "pos": ["p"]}, "neg"),
+])
+def test_training_rows_are_checked_before_the_trainer_sees_them(bad, field):
+    from raglab.embed_training import check_train_rows
+    from raglab.formats import DataError
+
+    good = row(3, [2])
+    check_train_rows([good], "train.jsonl")
+    with pytest.raises(DataError, match=rf"train\.jsonl, row 2, field '{field}'"):
+        check_train_rows([good, bad], "train.jsonl")
+    with pytest.raises(DataError, match="no training rows"):
+        check_train_rows([], "train.jsonl")
