@@ -16,7 +16,7 @@ export HF_HOME := $(CURDIR)/.cache/huggingface
 export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TMPDIR := $(CURDIR)/.cache/tmp
 
-.PHONY: setup tiny-llm demo test real-cpu clean-cache
+.PHONY: setup tiny-llm demo test select-cpu-minilm real-cpu clean-cache
 
 setup: $(STAMP)
 
@@ -53,18 +53,35 @@ test: setup
 	mkdir -p $(TMPDIR)
 	$(PY) -m pytest
 
+# Hyper-parameter selection for the cpu-minilm profile: the profile itself and each one-change
+# variant in profiles/cpu-minilm-variants/, with a validation slice held out of the training rows
+# (profile `validate`), run as experiments of the retriever's stages only (target score@retrieval).
+# The table lists their validation metrics; the test queries play no part in the choice.
+MIRROR ?= ../shared/datasets
+MIRROR_ARGS = -S download.mirror=$(abspath $(MIRROR)) \
+	-S 'download.datasets.cmrc2018.splits=[validation]' -S 'download.datasets.gsm8k.splits=[train]'
+CPU_MINILM_VARIANTS := $(sort $(basename $(notdir $(wildcard profiles/cpu-minilm-variants/*.yaml))))
+SELECT_METRICS := ^Experiment$$|^val\.tuned\.(context_recall|context_relevance|hit@1|hit@5|mrr@10)$$|^train_runtime_s$$
+select-cpu-minilm: export HF_HUB_OFFLINE := 1
+select-cpu-minilm: setup
+	mkdir -p $(TMPDIR)
+	for variant in chosen $(CPU_MINILM_VARIANTS); do \
+		overlay=$$([ $$variant = chosen ] || echo ,cpu-minilm-variants/$$variant); \
+		dvc exp remove select-$$variant >/dev/null 2>&1 || true; \
+		MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm,validate$$overlay --name select-$$variant \
+			--temp score@retrieval $(MIRROR_ARGS) || exit 1; \
+	done
+	dvc exp show --no-pager --md --drop '.*' --keep '$(SELECT_METRICS)'
+
 # Both tracks on a real local mirror: the CPU embedder profile and the tiny LLM, as the experiment
 # `real-cpu`, recorded (params, dvc.lock, metrics) in results/real-cpu. The shared mirror holds only
 # CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
-MIRROR ?= ../shared/datasets
 real-cpu: export HF_HUB_OFFLINE := 1
 real-cpu: setup $(TINY_LLM_DIR)/config.json
 	mkdir -p $(TMPDIR)
 	dvc exp remove real-cpu >/dev/null 2>&1 || true
 	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles cpu-minilm,tiny-llm \
-		--name real-cpu --temp --record results/real-cpu $(ARGS) \
-		-S download.mirror=$(abspath $(MIRROR)) \
-		-S 'download.datasets.cmrc2018.splits=[validation]' -S 'download.datasets.gsm8k.splits=[train]'
+		--name real-cpu --temp --record results/real-cpu $(MIRROR_ARGS) $(ARGS)
 	dvc metrics show --no-pager --md results/real-cpu/metrics
 
 clean-cache:

@@ -64,6 +64,29 @@ def check_train_rows(rows: list[dict], path: str | os.PathLike) -> None:
                 raise DataError(path, f"expected a list of at least {min_len} text(s)", row=i, field=field)
 
 
+def merge_with_base(model_dir: str | os.PathLike, base_path: str, base_share: float,
+                    trust_remote_code: bool = False) -> None:
+    """Replace the fine-tuned weights in ``model_dir`` by ``(1 - base_share) * tuned + base_share * base``.
+
+    Interpolating the fine-tuned model back towards its base (WiSE-FT, Wortsman et al., 2022) keeps
+    most of what fine-tuning taught and some of what it made the model forget; the share is chosen
+    on the validation slice like any other hyper-parameter.
+    """
+    from transformers import AutoModel
+
+    if not 0 <= base_share < 1:
+        raise ValueError(f"train_embed.merge_base_share must be in [0, 1), got {base_share}")
+    tuned = AutoModel.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    base = AutoModel.from_pretrained(base_path, trust_remote_code=trust_remote_code).state_dict()
+    merged = {}
+    for key, value in tuned.state_dict().items():
+        if key not in base or base[key].shape != value.shape:
+            raise ValueError(f"cannot merge {model_dir} with {base_path}: parameter {key} differs")
+        merged[key] = (1 - base_share) * value + base_share * base[key] if value.is_floating_point() else value
+    tuned.load_state_dict(merged)
+    tuned.save_pretrained(str(model_dir), safe_serialization=True)
+
+
 def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[str], output_dir: str):
     """FlagEmbedding's (model, data, training) argument dataclasses from our params.
 
@@ -161,6 +184,8 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
         log.info("training on %d rows (%d file(s)) for %s epoch(s)", len(rows), len(train_files), hp["epochs"])
         runner.trainer.add_callback(live_callback(live_dir))
         runner.run()
+    if hp["merge_base_share"]:
+        merge_with_base(work_dir, base.local_path(), hp["merge_base_share"], base.trust_remote_code)
     write_sentence_transformers_config(work_dir, base.pooling, hp["passage_max_len"], base.query_instruction)
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(work_dir, output_dir)

@@ -51,3 +51,28 @@ def test_training_rows_are_checked_before_the_trainer_sees_them(bad, field):
         check_train_rows([good, bad], "train.jsonl")
     with pytest.raises(DataError, match="no training rows"):
         check_train_rows([], "train.jsonl")
+
+
+def test_merge_with_base_interpolates_every_weight(tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from raglab.embed_training import merge_with_base
+
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(tmp_path / "base")
+    torch.manual_seed(1)
+    BertModel(config).save_pretrained(tmp_path / "tuned")
+    base = BertModel.from_pretrained(tmp_path / "base").state_dict()
+    tuned = BertModel.from_pretrained(tmp_path / "tuned").state_dict()
+
+    merge_with_base(tmp_path / "tuned", str(tmp_path / "base"), 0.25)
+    merged = BertModel.from_pretrained(tmp_path / "tuned").state_dict()
+    assert (tmp_path / "tuned" / "model.safetensors").is_file()
+    for key, value in merged.items():
+        expected = 0.75 * tuned[key] + 0.25 * base[key] if value.is_floating_point() else tuned[key]
+        assert torch.allclose(value, expected, atol=1e-6), key
+    with pytest.raises(ValueError, match="merge_base_share"):
+        merge_with_base(tmp_path / "tuned", str(tmp_path / "base"), 1.0)

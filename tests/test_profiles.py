@@ -28,7 +28,7 @@ def test_profiles_only_set_keys_that_params_yaml_has():
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for path in (REPO / "profiles").glob("*.yaml"):
+    for path in (REPO / "profiles").rglob("*.yaml"):
         overlay = yaml.safe_load(path.read_text())
 
         def walk(o, p, where):
