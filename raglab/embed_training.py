@@ -19,6 +19,7 @@ from typing import Any
 from .formats import DataError, read_jsonl, write_jsonl
 from .report import last_logged
 from .retrieval import EmbedderConfig
+from .training import live_callback, trainer_arguments
 
 log = logging.getLogger("raglab")
 
@@ -119,24 +120,15 @@ def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[s
     )
     training_args = EncoderOnlyEmbedderTrainingArguments(
         output_dir=output_dir,
-        learning_rate=float(hp["learning_rate"]),
-        num_train_epochs=hp["epochs"],
-        per_device_train_batch_size=hp["batch_size"],
-        gradient_accumulation_steps=hp["gradient_accumulation_steps"],
-        lr_scheduler_type=hp["lr_scheduler"],
-        warmup_steps=hp["warmup_steps"],
+        **trainer_arguments(hp),
         weight_decay=hp["weight_decay"],
         temperature=hp["temperature"],
         sentence_pooling_method=base.pooling,
         normalize_embeddings=True,
-        seed=hp["seed"],
-        logging_steps=hp["logging_steps"],
         save_strategy="no",
-        report_to="none",
         dataloader_drop_last=True,
         fp16=precision == "fp16",
-        bf16=precision == "bf16",  # on CPU: bfloat16 autocast, ~1.7x faster where AVX512-BF16/AMX exist
-        use_cpu=not gpu,
+        bf16=precision == "bf16",  # on CPU: bfloat16 autocast, ~1.5x faster where AVX512-BF16/AMX exist
     )
     return model_args, data_args, training_args
 
@@ -157,8 +149,6 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
                    live_dir: str | os.PathLike) -> dict[str, Any]:
     """Fine-tune ``base.model`` on ``train_file``; the model lands in ``output_dir`` only when complete."""
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
-
-    from .tracking import live_callback
 
     output_dir = Path(output_dir)
     work_dir = output_dir.with_name(output_dir.name + ".partial")

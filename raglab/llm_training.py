@@ -18,6 +18,7 @@ from typing import Any
 
 from .prompts import chat_messages
 from .report import StageReport, last_logged
+from .training import live_callback, trainer_arguments
 
 log = logging.getLogger("raglab")
 
@@ -94,8 +95,6 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from .tracking import live_callback
-
     gpu = torch.cuda.is_available()
     tokenizer, model = load_base(base)
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
@@ -104,24 +103,15 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
         log.info("resuming from the last checkpoint in %s", checkpoint_dir)
     config = SFTConfig(
         output_dir=str(checkpoint_dir),
-        learning_rate=float(hp["learning_rate"]),
-        num_train_epochs=hp["epochs"],
-        per_device_train_batch_size=hp["batch_size"],
+        **trainer_arguments(hp),
         per_device_eval_batch_size=hp["batch_size"],
-        gradient_accumulation_steps=hp["gradient_accumulation_steps"],
-        lr_scheduler_type=hp["lr_scheduler"],
-        warmup_steps=hp["warmup_steps"],
         max_length=hp["cutoff_len"],
         completion_only_loss=True,
-        seed=hp["seed"],
         bf16=gpu,
-        use_cpu=not gpu,
-        logging_steps=hp["logging_steps"],
         eval_strategy="epoch" if val_rows else "no",
         save_strategy="steps",
         save_steps=hp["save_steps"],
         save_total_limit=2,
-        report_to="none",
         dataloader_drop_last=False,
     )
     lora = LoraConfig(
