@@ -93,7 +93,7 @@ real-cpu: setup $(TINY_LLM_DIR)/config.json
 	dvc exp remove real-cpu >/dev/null 2>&1 || true
 	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles cpu-minilm,tiny-llm \
 		--name real-cpu --temp --record results/real-cpu $(MIRROR_ARGS) $(ARGS)
-	dvc metrics show --no-pager --md results/real-cpu/metrics
+	dvc metrics show --md -R results/real-cpu/metrics
 
 clean-cache:
 	rm -rf .cache
