@@ -20,6 +20,8 @@ from typing import Any
 import click
 import yaml
 
+from .formats import write_text
+
 PROFILE_DIR = Path("profiles")
 
 
@@ -97,9 +99,7 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
     dvc_yaml = yaml.safe_load(_git("show", f"{ref}:dvc.yaml"))
     files = ["params.yaml", "dvc.lock", *dvc_yaml.get("metrics", [])]
     for rel in files:
-        target = Path(out_dir) / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(_git("show", f"{ref}:{rel}"), encoding="utf-8")
+        write_text(Path(out_dir) / rel, _git("show", f"{ref}:{rel}"))
     return files
 
 
