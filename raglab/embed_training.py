@@ -65,27 +65,40 @@ def check_train_rows(rows: list[dict], path: str | os.PathLike) -> None:
                 raise DataError(path, f"expected a list of at least {min_len} text(s)", row=i, field=field)
 
 
-def merge_with_base(model_dir: str | os.PathLike, base_path: str, base_share: float,
-                    trust_remote_code: bool = False) -> None:
-    """Replace the fine-tuned weights in ``model_dir`` by ``(1 - base_share) * tuned + base_share * base``.
+def merge_weights(model_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], base_path: str,
+                  base_share: float, trust_remote_code: bool = False) -> None:
+    """Write into ``model_dir`` the weights ``(1 - base_share) * mean(runs) + base_share * base``.
 
-    Interpolating the fine-tuned model back towards its base (WiSE-FT, Wortsman et al., 2022) keeps
-    most of what fine-tuning taught and some of what it made the model forget; the share is chosen
-    on the validation slice like any other hyper-parameter.
+    The runs are fine-tuned from the same base with different seeds: their mean is a uniform model
+    soup (Wortsman et al., 2022a), which evens out what one seed's batch order and dropout happen to
+    teach. Interpolating towards the base (WiSE-FT, Wortsman et al., 2022b) keeps most of what
+    fine-tuning taught and some of what it made the model forget. Both are chosen on the validation
+    slice like any other hyper-parameter.
     """
     from transformers import AutoModel
 
     if not 0 <= base_share < 1:
         raise ValueError(f"train_embed.merge_base_share must be in [0, 1), got {base_share}")
-    tuned = AutoModel.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-    base = AutoModel.from_pretrained(base_path, trust_remote_code=trust_remote_code).state_dict()
-    merged = {}
-    for key, value in tuned.state_dict().items():
-        if key not in base or base[key].shape != value.shape:
-            raise ValueError(f"cannot merge {model_dir} with {base_path}: parameter {key} differs")
-        merged[key] = (1 - base_share) * value + base_share * base[key] if value.is_floating_point() else value
-    tuned.load_state_dict(merged)
-    tuned.save_pretrained(str(model_dir), safe_serialization=True)
+    if not run_dirs:
+        raise ValueError("merge_weights needs at least one fine-tuned run")
+
+    def load(path):
+        return AutoModel.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+    carrier = load(run_dirs[0])  # config and non-float buffers come from the first run
+    sources = [(str(path), (1 - base_share) / len(run_dirs)) for path in run_dirs]
+    if base_share:
+        sources.append((base_path, base_share))
+    shapes = {key: value.shape for key, value in carrier.state_dict().items() if value.is_floating_point()}
+    merged = dict.fromkeys(shapes, 0.0)
+    for path, share in sources:
+        state = load(path).state_dict()
+        for key, shape in shapes.items():
+            if key not in state or state[key].shape != shape:
+                raise ValueError(f"cannot merge {run_dirs[0]} with {path}: parameter {key} differs")
+            merged[key] = merged[key] + share * state[key]
+    carrier.load_state_dict(merged, strict=False)
+    carrier.save_pretrained(str(model_dir), safe_serialization=True)
 
 
 def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[str], output_dir: str):
@@ -147,12 +160,15 @@ def write_sentence_transformers_config(model_dir: str | os.PathLike, pooling: st
 
 def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, output_dir: str | os.PathLike,
                    live_dir: str | os.PathLike) -> dict[str, Any]:
-    """Fine-tune ``base.model`` on ``train_file``; the model lands in ``output_dir`` only when complete."""
+    """Fine-tune ``base.model`` on ``train_file`` (``soup_size`` runs, averaged into one model when > 1);
+    the model lands in ``output_dir`` only when complete."""
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
 
     output_dir = Path(output_dir)
     work_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
+    if not isinstance(hp["soup_size"], int) or hp["soup_size"] < 1:
+        raise ValueError(f"train_embed.soup_size must be an integer >= 1, got {hp['soup_size']!r}")
     rows = read_jsonl(train_file)
     check_train_rows(rows, train_file)
     batch = hp["batch_size"]
@@ -169,22 +185,31 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
             train_files = [str(Path(tmp) / f"bucket-{i:02d}.jsonl") for i in range(len(groups))]
             for path, bucket in zip(train_files, groups):
                 write_jsonl(path, bucket)
-        model_args, data_args, training_args = flag_arguments(base, hp, train_files, str(work_dir))
-        runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
-        log.info("training on %d rows (%d file(s)) for %s epoch(s)", len(rows), len(train_files), hp["epochs"])
-        runner.trainer.add_callback(live_callback(live_dir))
-        runner.run()
-    if hp["merge_base_share"]:
-        merge_with_base(work_dir, base.local_path(), hp["merge_base_share"], base.trust_remote_code)
+        # a soup trains one run per seed (seed, seed + 1, ...); the first run's folder becomes the model
+        seeds = [hp["seed"] + i for i in range(hp["soup_size"])]
+        run_dirs = [work_dir] + [Path(tmp) / f"seed-{seed}" for seed in seeds[1:]]
+        states = []
+        for seed, run_dir in zip(seeds, run_dirs):
+            model_args, data_args, training_args = flag_arguments(base, {**hp, "seed": seed}, train_files, str(run_dir))
+            runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
+            log.info("training on %d rows (%d file(s)) for %s epoch(s), seed %d (run %d of %d)",
+                     len(rows), len(train_files), hp["epochs"], seed, len(states) + 1, len(seeds))
+            # one curve: each run's steps follow the previous run's
+            runner.trainer.add_callback(live_callback(live_dir, resume=bool(states),
+                                                      step_offset=sum(s.global_step for s in states)))
+            runner.run()
+            states.append(runner.trainer.state)
+        if len(run_dirs) > 1 or hp["merge_base_share"]:
+            merge_weights(work_dir, run_dirs, base.local_path(), hp["merge_base_share"], base.trust_remote_code)
     write_sentence_transformers_config(work_dir, base.pooling, hp["passage_max_len"], base.query_instruction)
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(work_dir, output_dir)
-    state = runner.trainer.state
     return {
         "train_rows": len(rows),
         # batches are full (drop-last) in each file: these rows sit out each epoch, others the next
         "rows_outside_full_batches_per_epoch": sum(len(g) % batch for g in groups),
-        "steps": state.global_step,
-        "train_loss": last_logged(state.log_history, "train_loss"),
-        "train_runtime_s": last_logged(state.log_history, "train_runtime"),
+        # over all runs of a soup; the loss is their mean
+        "steps": sum(s.global_step for s in states),
+        "train_loss": sum(last_logged(s.log_history, "train_loss") for s in states) / len(states),
+        "train_runtime_s": sum(last_logged(s.log_history, "train_runtime") for s in states),
     }

@@ -35,14 +35,22 @@ def trainer_arguments(hp: dict[str, Any]) -> dict[str, Any]:
 
 
 class StepDVCLiveCallback(DVCLiveCallback):
+    def __init__(self, *args, step_offset: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step_offset = step_offset
+
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
         if self.live is not None:
-            self.live.step = state.global_step
+            self.live.step = self.step_offset + state.global_step
         super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
 
-def live_callback(live_dir: str | os.PathLike, resume: bool = False) -> StepDVCLiveCallback:
-    """A callback writing to ``live_dir``; DVC tracks that folder itself (no dvc.yaml, no exp of its own)."""
+def live_callback(live_dir: str | os.PathLike, resume: bool = False, step_offset: int = 0) -> StepDVCLiveCallback:
+    """A callback writing to ``live_dir``; DVC tracks that folder itself (no dvc.yaml, no exp of its own).
+
+    ``resume`` appends to the curves already there; ``step_offset`` shifts this run's steps (a run that
+    follows another on the same curve)."""
     from dvclive import Live
 
-    return StepDVCLiveCallback(live=Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resume))
+    return StepDVCLiveCallback(live=Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resume),
+                               step_offset=step_offset)

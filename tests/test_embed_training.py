@@ -53,26 +53,77 @@ def test_training_rows_are_checked_before_the_trainer_sees_them(bad, field):
         check_train_rows([], "train.jsonl")
 
 
-def test_merge_with_base_interpolates_every_weight(tmp_path):
+def random_bert(path, seed, hidden_size=8):
     import torch
     from transformers import BertConfig, BertModel
 
-    from raglab.embed_training import merge_with_base
-
-    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=50, hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=16, max_position_embeddings=16)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(tmp_path / "base")
-    torch.manual_seed(1)
-    BertModel(config).save_pretrained(tmp_path / "tuned")
-    base = BertModel.from_pretrained(tmp_path / "base").state_dict()
-    tuned = BertModel.from_pretrained(tmp_path / "tuned").state_dict()
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(path)
+    return BertModel.from_pretrained(path).state_dict()
 
-    merge_with_base(tmp_path / "tuned", str(tmp_path / "base"), 0.25)
-    merged = BertModel.from_pretrained(tmp_path / "tuned").state_dict()
-    assert (tmp_path / "tuned" / "model.safetensors").is_file()
+
+def test_merge_weights_averages_the_runs_and_interpolates_towards_the_base(tmp_path):
+    import torch
+    from transformers import BertModel
+
+    from raglab.embed_training import merge_weights
+
+    base = random_bert(tmp_path / "base", 0)
+    runs = [random_bert(tmp_path / f"run{i}", i) for i in (1, 2)]
+    merge_weights(tmp_path / "soup", [tmp_path / "run1", tmp_path / "run2"], str(tmp_path / "base"), 0.25)
+    merged = BertModel.from_pretrained(tmp_path / "soup").state_dict()
+    assert (tmp_path / "soup" / "model.safetensors").is_file()
     for key, value in merged.items():
-        expected = 0.75 * tuned[key] + 0.25 * base[key] if value.is_floating_point() else tuned[key]
+        expected = 0.375 * runs[0][key] + 0.375 * runs[1][key] + 0.25 * base[key] if value.is_floating_point() \
+            else runs[0][key]
         assert torch.allclose(value, expected, atol=1e-6), key
+
+    merge_weights(tmp_path / "run1", [tmp_path / "run1"], str(tmp_path / "base"), 0.0)  # one run, no base: unchanged
+    assert all(torch.equal(v, runs[0][k]) for k, v in BertModel.from_pretrained(tmp_path / "run1").state_dict().items())
+
     with pytest.raises(ValueError, match="merge_base_share"):
-        merge_with_base(tmp_path / "tuned", str(tmp_path / "base"), 1.0)
+        merge_weights(tmp_path / "soup", [tmp_path / "run1"], str(tmp_path / "base"), 1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        merge_weights(tmp_path / "soup", [], str(tmp_path / "base"), 0.2)
+    random_bert(tmp_path / "wide", 3, hidden_size=16)
+    with pytest.raises(ValueError, match=r"wide: parameter .* differs"):
+        merge_weights(tmp_path / "soup", [tmp_path / "run1", tmp_path / "wide"], str(tmp_path / "base"), 0.0)
+
+
+def test_a_soup_is_the_mean_of_the_runs_it_trains(tmp_path, minilm_dir, params):
+    """soup_size=2 trains seeds s and s+1 and averages them: the same weights as two single runs, averaged."""
+    import torch
+    from safetensors.torch import load_file
+
+    from raglab.embed_training import train_embedder
+    from raglab.formats import write_jsonl
+    from raglab.retrieval import EmbedderConfig
+
+    topics = ["revenue", "debt", "cash", "margin", "tax", "leases", "goodwill", "dividends"]
+    write_jsonl(tmp_path / "train.jsonl", [
+        {"query": f"What about {t}?", "pos": [f"The company reported {t} for the year."],
+         "neg": [f"The company reported {topics[i - 1]} for the year."]} for i, t in enumerate(topics)])
+    base = EmbedderConfig.from_params(params, model=minilm_dir, revision=None, pooling="mean")
+    hp = {**params["train_embed"], "epochs": 1, "batch_size": 4, "train_group_size": 2, "query_max_len": 16,
+          "passage_max_len": 16, "mixed_precision": "fp32", "length_buckets": 1, "merge_base_share": 0.0,
+          "logging_steps": 1, "warmup_steps": 0}
+    seed = hp["seed"]
+
+    def train(name, **changes):
+        summary = train_embedder(base, {**hp, **changes}, str(tmp_path / "train.jsonl"), tmp_path / name,
+                                 tmp_path / f"live-{name}")
+        return summary, load_file(tmp_path / name / "model.safetensors")
+
+    summary, soup = train("soup", soup_size=2)
+    _, first = train("first", soup_size=1)
+    _, second = train("second", soup_size=1, seed=seed + 1)
+    assert summary["steps"] == 4  # 2 steps per run
+    loss_steps = [line.split("\t")[0] for line in (tmp_path / "live-soup/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert loss_steps == ["1", "2", "3", "4"]  # one curve, the second run after the first
+    assert not torch.equal(first["embeddings.word_embeddings.weight"], second["embeddings.word_embeddings.weight"])
+    for key, value in soup.items():
+        assert torch.allclose(value, (first[key] + second[key]) / 2, atol=1e-6), key
+    with pytest.raises(ValueError, match="soup_size"):
+        train("none", soup_size=0)
