@@ -86,13 +86,18 @@ def merge_weights(model_dir: str | os.PathLike, run_dirs: list[str | os.PathLike
         return AutoModel.from_pretrained(str(path), trust_remote_code=trust_remote_code)
 
     carrier = load(run_dirs[0])  # config and non-float buffers come from the first run
-    sources = [(str(path), (1 - base_share) / len(run_dirs)) for path in run_dirs]
-    if base_share:
-        sources.append((base_path, base_share))
+    run_share = (1 - base_share) / len(run_dirs)
+
+    def sources():  # one state dict in memory at a time; the first run is already loaded
+        yield str(run_dirs[0]), run_share, carrier.state_dict()
+        for path in run_dirs[1:]:
+            yield str(path), run_share, load(path).state_dict()
+        if base_share:
+            yield base_path, base_share, load(base_path).state_dict()
+
     shapes = {key: value.shape for key, value in carrier.state_dict().items() if value.is_floating_point()}
     merged = dict.fromkeys(shapes, 0.0)
-    for path, share in sources:
-        state = load(path).state_dict()
+    for path, share, state in sources():
         for key, shape in shapes.items():
             if key not in state or state[key].shape != shape:
                 raise ValueError(f"cannot merge {run_dirs[0]} with {path}: parameter {key} differs")
