@@ -89,7 +89,7 @@ def load_base(base: dict[str, Any]):
 
 def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict], val_rows: list[dict],
                output_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike, live_dir: str | os.PathLike,
-               fingerprint: str) -> dict[str, Any]:
+               fingerprint: str, callbacks: list | None = None) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -121,7 +121,7 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
     trainer = SFTTrainer(
         model=model, args=config, train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
-        processing_class=tokenizer, peft_config=lora,
+        processing_class=tokenizer, peft_config=lora, callbacks=callbacks,
     )
     if trainer.is_world_process_zero():
         trainer.add_callback(live_callback(live_dir, resume=resume))
