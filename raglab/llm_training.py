@@ -87,15 +87,68 @@ def load_base(base: dict[str, Any]):
     return load_tokenizer(base), model
 
 
+def answer_only_trainer_class():
+    """trl's SFTTrainer, with the LM head applied to the answer positions only on every device.
+
+    With ``completion_only_loss`` only the answer tokens carry a loss, and trl's fused LM head
+    projects just those positions on CUDA / XPU; elsewhere (a CPU) it projects every position of
+    the prompt through the vocabulary-sized head and discards most of it, which for a 450-token
+    CMRC prompt with a 5-token answer and Qwen's 151,936-word head is a third of a training step
+    (``benchmarks/llm_train_step.py``). On a CPU this class asks the model for the logits of the
+    answer positions only (``logits_to_keep``) and takes the same token-mean cross-entropy."""
+    import torch
+    from trl import SFTTrainer
+
+    class AnswerOnlySFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if inputs["input_ids"].device.type in ("cuda", "xpu") or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
+            keep = (labels != -100).any(dim=0).nonzero()[:, 0]  # positions with an answer token in any row
+            forward = {k: v for k, v in inputs.items() if k not in ("labels", "completion_mask")}
+            logits = model(**forward, use_cache=False, logits_to_keep=keep).logits
+            targets = labels[:, keep]
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                     ignore_index=-100, reduction="sum")
+            n_tokens = (targets != -100).sum() if num_items_in_batch is None else num_items_in_batch
+            return loss / torch.as_tensor(n_tokens).clamp(min=1)
+
+    return AnswerOnlySFTTrainer
+
+
+def lora_config(model, hp: dict[str, Any]):
+    """peft's LoraConfig from params. ``lora_layers: N`` puts the adapters on the last N decoder layers
+    only: the backward pass then stops there, which on a CPU is most of the cost of a step."""
+    import torch
+    from peft import LoraConfig
+
+    targets, layers = hp["lora_target"], hp["lora_layers"]
+    kwargs = {}
+    if layers is not None:
+        total = model.config.get_text_config().num_hidden_layers
+        if not isinstance(layers, int) or not 1 <= layers <= total:
+            raise ValueError(f"train_llm.lora_layers must be an integer in [1, {total}] (or null = all), got {layers!r}")
+        if targets == "all-linear":  # peft takes a layer subset only with named targets: name the linear layers
+            output = model.get_output_embeddings()
+            targets = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                              if isinstance(m, torch.nn.Linear) and m is not output})
+        kwargs["layers_to_transform"] = list(range(total - layers, total))
+    return LoraConfig(r=hp["lora_rank"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
+                      target_modules=targets, task_type="CAUSAL_LM", **kwargs)
+
+
 def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict], val_rows: list[dict],
                output_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike, live_dir: str | os.PathLike,
                fingerprint: str, callbacks: list | None = None) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    gpu = torch.cuda.is_available()
+    precision = hp["mixed_precision"]
+    if precision not in {"fp32", "fp16", "bf16"}:
+        raise ValueError(f"train_llm.mixed_precision must be fp32, fp16 or bf16, got {precision!r}")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("train_llm.mixed_precision=fp16 needs a GPU; use bf16 or fp32 on a CPU")
     tokenizer, model = load_base(base)
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
     resume = checkpoint_to_resume(checkpoint_dir, fingerprint)
@@ -106,19 +159,18 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
         **trainer_arguments(hp),
         per_device_eval_batch_size=hp["batch_size"],
         max_length=hp["cutoff_len"],
-        completion_only_loss=True,
-        bf16=gpu,
+        completion_only_loss=True,  # trl then projects only the answer positions through the LM head
+        gradient_checkpointing=hp["gradient_checkpointing"],
+        bf16=precision == "bf16",  # on a CPU: bfloat16 autocast (fast where AVX512-BF16 / AMX exist)
+        fp16=precision == "fp16",
         eval_strategy="epoch" if val_rows else "no",
         save_strategy="steps",
         save_steps=hp["save_steps"],
         save_total_limit=2,
         dataloader_drop_last=False,
     )
-    lora = LoraConfig(
-        r=hp["lora_rank"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
-        target_modules=hp["lora_target"], task_type="CAUSAL_LM",
-    )
-    trainer = SFTTrainer(
+    lora = lora_config(model, hp)
+    trainer = answer_only_trainer_class()(
         model=model, args=config, train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
         processing_class=tokenizer, peft_config=lora, callbacks=callbacks,
