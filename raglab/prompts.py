@@ -22,6 +22,13 @@ def render(template: str, context: str, question: str) -> str:
     return template.format(context=context, question=question)
 
 
+def render_question(prompt: str, question: str) -> str:
+    """Fill the ``{question}`` field of a maths prompt; other braces are literal (LaTeX: ``\\boxed{}``)."""
+    if "{question}" not in prompt:
+        raise ValueError(f"the prompt must contain {{question}}, got {prompt!r}")
+    return prompt.replace("{question}", question)
+
+
 def chat_messages(system: str | None, user: str) -> list[dict[str, str]]:
     """The conversation sent to the model: optional system prompt, then the user turn."""
     messages = [{"role": "system", "content": system}] if system else []
