@@ -15,8 +15,9 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HOME := $(CURDIR)/.cache/huggingface
 export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TMPDIR := $(CURDIR)/.cache/tmp
+export RAGLAB_CACHE := $(CURDIR)/.cache/raglab
 
-.PHONY: setup tiny-llm demo test select-cpu-minilm reference-kb real-cpu clean-cache
+.PHONY: setup tiny-llm demo test select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-math clean-cache
 
 setup: $(STAMP)
 
@@ -85,16 +86,48 @@ reference-kb: setup
 		-S build_embed_negatives.kb_lines=per_query $(MIRROR_ARGS)
 	dvc exp show --no-pager --md --drop '.*' --keep '$(REFERENCE_METRICS)'
 
-# Both tracks on a real local mirror: the CPU embedder profile and the tiny LLM, as the experiment
-# `real-cpu`, recorded (params, dvc.lock, metrics) in results/real-cpu. The shared mirror holds only
-# CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
+# The generator's recipe for the cpu-qwen profile, chosen like the embedder's: the profile and each variant
+# in profiles/cpu-qwen-variants/, scored on the `val` split (held-out training passages; profile
+# validate-llm), as experiments of the generator's stages only (target score@generation).
+CPU_QWEN_VARIANTS := $(sort $(basename $(notdir $(wildcard profiles/cpu-qwen-variants/*.yaml))))
+SELECT_QWEN_METRICS := ^Experiment$$|^val\.(base|sft)\.(em|cosine|origin)$$|^train_runtime_s$$
+select-cpu-qwen: export HF_HUB_OFFLINE := 1
+select-cpu-qwen: setup
+	mkdir -p $(TMPDIR)
+	for variant in chosen $(CPU_QWEN_VARIANTS); do \
+		overlay=$$([ $$variant = chosen ] || echo ,cpu-qwen-variants/$$variant); \
+		dvc exp remove select-qwen-$$variant >/dev/null 2>&1 || true; \
+		MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-qwen,validate-llm$$overlay --name select-qwen-$$variant \
+			--temp score@generation $(MIRROR_ARGS) || exit 1; \
+	done
+	dvc exp show --no-pager --md --drop '.*' --keep '$(SELECT_QWEN_METRICS)'
+
+# Both tracks on a real local mirror with real models: the fine-tuned MiniLM (profile cpu-minilm) and
+# Qwen2.5-Coder-0.5B-Instruct (profile cpu-qwen: CMRC SFT, and the maths track with the 1.5B teacher),
+# as the experiment `real-cpu`, recorded (params, dvc.lock, metrics) in results/real-cpu. The shared
+# mirror holds only CMRC 2018 validation and GSM8K train, so the other splits are not asked for.
 real-cpu: export HF_HUB_OFFLINE := 1
-real-cpu: setup $(TINY_LLM_DIR)/config.json
+real-cpu: setup
 	mkdir -p $(TMPDIR)
 	dvc exp remove real-cpu >/dev/null 2>&1 || true
-	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles cpu-minilm,tiny-llm \
+	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm,cpu-qwen \
 		--name real-cpu --temp --record results/real-cpu $(MIRROR_ARGS) $(ARGS)
 	dvc metrics show --md -R results/real-cpu/metrics
+
+# The maths track's students on the same data and teacher (distill_cot comes from DVC's run-cache of
+# real-cpu, so no teacher request is repeated): trained on the distilled solutions with their reasoning
+# (real-cpu-math-cot) and on the final answers only (real-cpu-math-answer-only), scored on the GSM8K
+# eval slice.
+real-cpu-math: export HF_HUB_OFFLINE := 1
+real-cpu-math: setup
+	mkdir -p $(TMPDIR)
+	for source in math math_answer_only; do \
+		name=real-cpu-$$(echo $$source | tr _ - | sed 's/^math$$/math-cot/'); \
+		dvc exp remove $$name >/dev/null 2>&1 || true; \
+		MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-qwen --name $$name --temp --record results/$$name \
+			score@math -S train_llm.mixture.cmrc=0 -S train_llm.mixture.$$source=null $(MIRROR_ARGS) || exit 1; \
+	done
+	dvc metrics show --md -R results/real-cpu-math-cot/metrics results/real-cpu-math-answer-only/metrics
 
 clean-cache:
 	rm -rf .cache

@@ -122,6 +122,15 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def folder_fingerprint(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> str:
+    """sha256 over the relative names and contents of every file under ``path`` (except ``skip`` names)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in skip):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> int:
     import csv
 

@@ -1,10 +1,18 @@
 """vLLM's OpenAI-compatible server as a managed subprocess.
 
 ``VLLMServer`` starts ``python -m vllm.entrypoints.openai.api_server`` on
-127.0.0.1 and a free port, serving the base model (under the name ``base``) and
-any LoRA adapters (``--enable-lora --lora-modules NAME=DIR``), waits for
-``/health`` with a timeout, and always stops the whole process group on exit:
+127.0.0.1 and a free port, serving a model (under the name ``base`` unless told
+otherwise) and any LoRA adapters (``--enable-lora --lora-modules NAME=DIR``), waits
+for ``/health`` with a timeout, and always stops the whole process group on exit:
 normal end, exception, Ctrl-C or SIGTERM. No orphan processes.
+
+Sampling is what the client asks for, nothing else: the server ignores the sampling
+defaults a model's ``generation_config.json`` may carry (``--generation-config vllm``;
+Qwen's, for one, sets a repetition penalty that would apply even to greedy requests).
+
+``merge_adapter`` writes base + LoRA adapter as one plain model (peft's
+``merge_and_unload``): vLLM's CPU build serves a merged model at the base model's
+speed, while its LoRA path on a CPU is many times slower.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ class ServerError(RuntimeError):
 @dataclass
 class VLLMServer:
     model: str
+    served_name: str = BASE_NAME
     lora_modules: dict[str, str] = field(default_factory=dict)
     max_lora_rank: int = 8
     host: str = "127.0.0.1"
@@ -50,6 +59,8 @@ class VLLMServer:
     cpu_kv_cache_gib: int = 1
     revision: str | None = None
     trust_remote_code: bool = False
+    dtype: str = "auto"  # auto: the model's own dtype on a GPU, float32 on a CPU
+    cpu_reserved_cores: int | None = None  # cores the CPU engine leaves to the API server (vLLM's default: 1)
     startup_timeout_s: float = 600
     log_file: str | os.PathLike | None = None
     extra_args: list[str] = field(default_factory=list)
@@ -64,9 +75,10 @@ class VLLMServer:
         import torch
 
         gpu = torch.cuda.is_available()
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
-               "--served-model-name", BASE_NAME, "--host", self.host, "--port", str(self.port),
-               "--dtype", "auto" if gpu else "float32", "--seed", "0"]
+        dtype = self.dtype if self.dtype != "auto" or gpu else "float32"
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
+               "--served-model-name", self.served_name, "--host", self.host, "--port", str(self.port),
+               "--dtype", dtype, "--seed", "0", "--generation-config", "vllm"]
         if self.revision:
             cmd += ["--revision", self.revision]
         if self.trust_remote_code:
@@ -85,6 +97,8 @@ class VLLMServer:
         if self.port is None:
             self.port = free_port(self.host)
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_KVCACHE_SPACE": str(self.cpu_kv_cache_gib)}
+        if self.cpu_reserved_cores is not None:
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.cpu_reserved_cores)
         if self.log_file:
             Path(self.log_file).parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_file, "ab")
@@ -170,3 +184,99 @@ def adapter_rank(adapter_dir: str | os.PathLike) -> int:
     import json
 
     return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+
+
+def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                  trust_remote_code: bool = False) -> Path:
+    """Base + LoRA adapter merged into one float32 model in ``out_dir`` (with the adapter's tokenizer).
+
+    float32, so that the adapter's small updates are not rounded away in a bf16 copy."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, trust_remote_code=trust_remote_code,
+                                                use_safetensors=True)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=trust_remote_code).save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+SFT_NAME = "sft"
+ADAPTER_MODES = ("lora", "merged")
+
+
+def server_for(model_dir: str | os.PathLike, serving: dict, *, trust_remote_code: bool, log_file: str | os.PathLike,
+               served_name: str = BASE_NAME, lora_modules: dict[str, str] | None = None) -> VLLMServer:
+    """A VLLMServer configured from the ``serving`` parameter group."""
+    lora_modules = lora_modules or {}
+    return VLLMServer(
+        str(model_dir), served_name=served_name, lora_modules=lora_modules,
+        max_lora_rank=max([adapter_rank(d) for d in lora_modules.values()], default=8),
+        trust_remote_code=trust_remote_code, dtype=serving["dtype"], cpu_reserved_cores=serving["cpu_reserved_cores"],
+        tensor_parallel_size=serving["tensor_parallel_size"], gpu_memory_utilization=serving["gpu_memory_utilization"],
+        max_model_len=serving["max_model_len"], cpu_kv_cache_gib=serving["cpu_kv_cache_gib"],
+        startup_timeout_s=serving["startup_timeout_s"], log_file=log_file,
+    )
+
+
+def local_endpoints(systems: list[str], base_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None,
+                    serving: dict, *, trust_remote_code: bool, log_dir: str | os.PathLike):
+    """Yield ``(system, Endpoint)`` for the local systems ``base`` (the base model) and ``sft`` (base + the
+    LoRA adapter), each while its server runs; every server is stopped before this returns.
+
+    ``serving.adapter``: ``lora`` serves both from one server (vLLM's LoRA support: the GPU way);
+    ``merged`` serves the base, then a peft-merged copy of base + adapter (the CPU way)."""
+    from .client import Endpoint
+
+    if unknown := [s for s in systems if s not in (BASE_NAME, SFT_NAME)]:
+        raise ValueError(f"unknown local systems {unknown} (known: {BASE_NAME}, {SFT_NAME})")
+    mode = serving["adapter"]
+    if mode not in ADAPTER_MODES:
+        raise ValueError(f"serving.adapter must be one of {ADAPTER_MODES}, got {mode!r}")
+    log_dir = Path(log_dir)
+    if mode == "lora" or SFT_NAME not in systems:
+        lora = {SFT_NAME: str(adapter_dir)} if SFT_NAME in systems else {}
+        if systems:
+            with server_for(base_dir, serving, trust_remote_code=trust_remote_code, lora_modules=lora,
+                            log_file=log_dir / "vllm.log") as server:
+                for system in systems:
+                    yield system, Endpoint(server.base_url, system)
+        return
+    import tempfile
+
+    for system in systems:
+        if system == BASE_NAME:
+            with server_for(base_dir, serving, trust_remote_code=trust_remote_code,
+                            log_file=log_dir / "vllm-base.log") as server:
+                yield system, Endpoint(server.base_url, BASE_NAME)
+        else:
+            with tempfile.TemporaryDirectory(prefix="merged-") as merged:
+                merge_adapter(base_dir, adapter_dir, merged, trust_remote_code)
+                with server_for(merged, serving, trust_remote_code=trust_remote_code, served_name=SFT_NAME,
+                                log_file=log_dir / "vllm-sft.log") as server:
+                    yield system, Endpoint(server.base_url, SFT_NAME)
+
+
+def hf_generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int, batch_size: int = 8,
+                continue_final_message: bool = False) -> list[str]:
+    """Greedy replies with transformers' ``generate``, the reference the served model must agree with.
+
+    Everything that could differ from the server is pinned: the model's own chat template, greedy
+    decoding with no repetition penalty whatever ``generation_config.json`` says, stop at the
+    end-of-turn token, special tokens dropped from the text."""
+    import torch
+
+    tokenizer.padding_side = "left"  # batched generation: the prompts end where the answers start
+    replies = []
+    for start in range(0, len(conversations), batch_size):
+        batch = conversations[start:start + batch_size]
+        enc = tokenizer.apply_chat_template(batch, add_generation_prompt=not continue_final_message,
+                                            continue_final_message=continue_final_message, padding=True,
+                                            return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.0,
+                                 temperature=None, top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+        replies += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return replies

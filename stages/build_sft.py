@@ -1,4 +1,4 @@
-"""Stage `build_sft`: CMRC 2018 reading comprehension -> SFT records (Alpaca and messages) + eval set."""
+"""Stage `build_sft`: CMRC 2018 reading comprehension -> SFT records (Alpaca and messages) + eval sets."""
 
 from pathlib import Path
 
@@ -42,7 +42,9 @@ def main(params_file: str, source_dir: str, out_dir: str) -> None:
         for name, examples in [("train", fit), ("val", val)]:
             report.add_wrote(f"{name}.jsonl", write_jsonl(out / f"{name}.jsonl", (alpaca_record(e, template, system) for e in examples)))
             write_jsonl(out / f"{name}_messages.jsonl", (messages_record(e, template, system) for e in examples))
-        report.add_wrote("eval.jsonl", write_jsonl(out / "eval.jsonl", (eval_record(e) for e in evaluation)))
+        # eval sets for serve_infer: the eval split (test) and the held-out training passages (val, to choose on)
+        for name, examples in [("test", evaluation), ("val", val)]:
+            report.add_wrote(f"eval/{name}.jsonl", write_jsonl(out / "eval" / f"{name}.jsonl", (eval_record(e) for e in examples)))
 
 
 if __name__ == "__main__":

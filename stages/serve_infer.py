@@ -1,30 +1,39 @@
 """Stage `serve_infer`: run every system under test over the eval sets.
 
-Two parts (`serve_infer@retrieval`, `serve_infer@generation` in dvc.yaml), so that
-a change on one track never re-runs the other:
+Three parts (`serve_infer@retrieval`, `@generation`, `@math` in dvc.yaml), so that a change on one
+track never re-runs another:
 
-- retrieval: each embedder system (`base` = the untuned model, `tuned` =
-  train_embed's output) encodes the knowledge base and the queries of each eval
-  split; faiss returns the top-k passages per query.
-- generation: vLLM's OpenAI-compatible server (127.0.0.1, free port) serves the
-  base LLM as `base` and the LoRA adapter as `sft`; the eval prompts go through
-  the `openai` client; external OpenAI-compatible systems from the params are
-  queried the same way. The server is always shut down.
+- retrieval: each embedder system (`base` = the untuned model, `tuned` = train_embed's output)
+  encodes the knowledge base and the queries of each eval split; faiss returns the top-k passages.
+- generation: vLLM's OpenAI-compatible server (127.0.0.1, free port) serves the base LLM as `base`
+  and base + LoRA adapter as `sft` (`serving.adapter`: one server with vLLM's LoRA support, or a
+  peft-merged copy on a CPU); build_sft's eval splits go through the `openai` client with the
+  prompt template and system prompt the model was trained with; external OpenAI-compatible systems
+  from the params are asked the same way.
+- math: distill_cot's GSM8K eval questions, with the distillation prompt, to `base`, `sft` (their
+  assistant turn starts with `think_prefix`), the `teacher` (served or external, as it was asked
+  during distillation) and external systems.
+
+Replies go through the response cache (`RAGLAB_CACHE`), so scoring a run again asks nothing twice.
+Servers are always shut down.
 """
 
+import json
 from pathlib import Path
 
 import click
 
-from raglab.client import Endpoint, chat_all
-from raglab.formats import read_jsonl, read_lines, write_jsonl
+from raglab.client import Endpoint, Request, ResponseCache, Sampling, chat_many, raise_failures
+from raglab.formats import folder_fingerprint, read_jsonl, read_lines, write_jsonl
+from raglab.models import cache_dir
 from raglab.params import load_params, section
-from raglab.prompts import chat_messages, render
+from raglab.prompts import chat_messages, render, render_question
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder, retrieve
-from raglab.serving import BASE_NAME, VLLMServer, adapter_rank
+from raglab.serving import SFT_NAME, local_endpoints
+from raglab.teacher import teacher_endpoint
 
-SFT_NAME = "sft"
+TEACHER = "teacher"
 
 
 def eval_splits(embed_dir: Path) -> list[str]:
@@ -50,57 +59,122 @@ def run_retrieval(params: dict, embed_dir: Path, tuned_embedder: str, out: Path,
             report.add_wrote(name, write_jsonl(out / name, results))
 
 
-def run_generation(params: dict, eval_file: str, adapter: str, out: Path, report: StageReport) -> None:
-    g, llm, prompt = params["serve_infer"]["generation"], params["llm"], params["prompt"]
-    rows = read_jsonl(eval_file)
-    report.add_read(eval_file, len(rows))
-    conversations = [chat_messages(prompt["system"], render(prompt["template"], r["context"], r["question"])) for r in rows]
+def ask(endpoint: Endpoint, messages: list[list[dict]], sampling: Sampling, serving: dict, cache: ResponseCache,
+        identity: str, desc: str):
+    replies = chat_many(endpoint, [Request(m) for m in messages], sampling, concurrency=serving["concurrency"],
+                        timeout_s=serving["timeout_s"], max_retries=serving["max_retries"], cache=cache,
+                        identity=identity, desc=desc)
+    raise_failures(replies, endpoint)
+    return replies
 
-    def save(system: str, predictions: list[str]) -> None:
-        results = [{"id": r["id"], "question": r["question"], "context": r["context"], "gold": r["answers"],
-                    "prediction": p} for r, p in zip(rows, predictions)]
+
+def systems_to_ask(params: dict, part: dict, base_dir: str, adapter_dir: str, log_dir: Path):
+    """(name, endpoint, cache identity) for the local systems (servers running while used), then external ones."""
+    llm, serving = params["llm"], params["serving"]
+    local = [s for s in part["systems"] if s != TEACHER]
+    weights = {"base": folder_fingerprint(base_dir, skip=("source.json",))}
+    if SFT_NAME in local:
+        weights["sft"] = folder_fingerprint(adapter_dir)
+    for system, endpoint in local_endpoints(local, base_dir, adapter_dir, serving,
+                                            trust_remote_code=llm["trust_remote_code"], log_dir=log_dir):
+        # what answers: the weights (base, and the adapter for sft) and how they are served, not a port
+        identity = json.dumps([system, weights["base"], weights.get(system if system == SFT_NAME else "", ""),
+                               serving["adapter"], serving["dtype"]])
+        yield system, endpoint, identity
+    for ext in part["external"]:
+        endpoint = Endpoint(ext["base_url"], ext["model"], ext.get("api_key_env"))
+        yield ext["name"], endpoint, f"{ext['base_url']}|{ext['model']}"
+
+
+def run_generation(params: dict, sft_dir: Path, base_dir: str, adapter: str, out: Path, report: StageReport) -> None:
+    g, prompt, serving = params["serve_infer"]["generation"], params["prompt"], params["serving"]
+    splits = {}
+    for split in g["splits"]:
+        path = sft_dir / "eval" / f"{split}.jsonl"
+        if not path.is_file():
+            raise click.ClickException(f"build_sft wrote no eval split '{split}' ({path} is missing; "
+                                       "val needs build_sft.val_size > 0)")
+        splits[split] = read_jsonl(path)
+        report.add_read(str(path), len(splits[split]))
+    sampling = Sampling(g["max_tokens"], g["temperature"])
+    cache = ResponseCache(cache_dir() / "responses.sqlite")
+    for system, endpoint, identity in systems_to_ask(params, g, base_dir, adapter, out):
+        for split, rows in splits.items():
+            chats = [chat_messages(prompt["system"], render(prompt["template"], r["context"], r["question"]))
+                     for r in rows]
+            replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{system} {split}")
+            results = [{"id": r["id"], "question": r["question"], "context": r["context"], "gold": r["answers"],
+                        "prediction": reply.content} for r, reply in zip(rows, replies)]
+            report.add_wrote(f"{split}/{system}.jsonl", write_jsonl(out / split / f"{system}.jsonl", results))
+
+
+def run_math(params: dict, distill_dir: Path, base_dir: str, adapter: str, teacher_dir: str, out: Path,
+             report: StageReport) -> None:
+    m, d, serving = params["serve_infer"]["math"], params["distill_cot"], params["serving"]
+    path = distill_dir / "eval.jsonl"
+    rows = read_jsonl(path)
+    report.add_read(str(path), len(rows))
+    system_prompt = params["prompt"]["system"]
+    questions = [chat_messages(system_prompt, render_question(d["prompt"], r["question"])) for r in rows]
+    cache = ResponseCache(cache_dir() / "responses.sqlite")
+
+    def save(system: str, replies) -> None:
+        results = [{"question": r["question"], "gold": r["gold"], "reasoning": reply.reasoning,
+                    "prediction": reply.content, "completion_tokens": reply.completion_tokens}
+                   for r, reply in zip(rows, replies)]
         report.add_wrote(f"{system}.jsonl", write_jsonl(out / f"{system}.jsonl", results))
 
-    ask = dict(max_tokens=g["max_tokens"], temperature=g["temperature"], concurrency=g["concurrency"])
-    if unknown := set(g["systems"]) - {BASE_NAME, SFT_NAME}:
-        raise click.BadParameter(f"serve_infer.generation.systems: unknown {sorted(unknown)} (local systems: base, sft)")
-    local = list(g["systems"])
-    if local:
-        server = VLLMServer(
-            llm["model"], revision=llm.get("revision"), trust_remote_code=llm["trust_remote_code"],
-            lora_modules={SFT_NAME: adapter} if SFT_NAME in local else {},
-            max_lora_rank=adapter_rank(adapter) if SFT_NAME in local else 8,
-            tensor_parallel_size=g["tensor_parallel_size"], gpu_memory_utilization=g["gpu_memory_utilization"],
-            max_model_len=g["max_model_len"], cpu_kv_cache_gib=g["cpu_kv_cache_gib"],
-            startup_timeout_s=g["startup_timeout_s"], log_file=out / "vllm.log",
-        )
-        with server:
-            for system in local:
-                save(system, chat_all(Endpoint(server.base_url, system), conversations, desc=system, **ask))
-    for ext in g["external"]:
-        endpoint = Endpoint(ext["base_url"], ext["model"], ext.get("api_key_env"))
-        save(ext["name"], chat_all(endpoint, conversations, desc=ext["name"], **ask))
+    # the local students continue an assistant turn that starts with the think prefix
+    student = Sampling(m["max_tokens"], m["temperature"],
+                       extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    prefixed = [q + [{"role": "assistant", "content": m["think_prefix"]}] for q in questions]
+    plain = Sampling(m["max_tokens"], m["temperature"])
+    for system, endpoint, identity in systems_to_ask(params, m, base_dir, adapter, out):
+        local = system in ("base", SFT_NAME)
+        replies = ask(endpoint, prefixed if local else questions, student if local else plain, serving, cache,
+                      identity, system)
+        if local:  # the prefix is part of the answer
+            for reply in replies:
+                reply.content = m["think_prefix"] + reply.content
+        save(system, replies)
+    if TEACHER in m["systems"]:
+        with teacher_endpoint(d["teacher"], teacher_dir, serving, out) as (endpoint, identity):
+            save(TEACHER, ask(endpoint, questions, Sampling(m["max_tokens"], m["temperature"]), serving, cache,
+                              identity, TEACHER))
 
 
 @click.command()
-@click.argument("part", type=click.Choice(["retrieval", "generation"]))
+@click.argument("part", type=click.Choice(["retrieval", "generation", "math"]))
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--eval", "eval_path", required=True, type=click.Path(exists=True),
-              help="retrieval: build_embed_negatives' output folder; generation: build_sft's eval.jsonl.")
+              help="retrieval: build_embed_negatives' output; generation: build_sft's; math: distill_cot's.")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="retrieval: the tuned embedder; generation: the LoRA adapter.")
+              help="retrieval: the tuned embedder; generation, math: the LoRA adapter.")
+@click.option("--base", "base_dir", type=click.Path(file_okay=False, exists=True),
+              help="generation, math: the base LLM folder (download@llm).")
+@click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False, exists=True),
+              help="math: the teacher folder (download@teacher).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def main(part: str, params_file: str, eval_path: str, model_dir: str, out_dir: str) -> None:
-    """Run the PART (retrieval or generation) systems over the eval set; write their outputs to --out."""
+def main(part: str, params_file: str, eval_path: str, model_dir: str, base_dir: str | None, teacher_dir: str | None,
+         out_dir: str) -> None:
+    """Run the PART systems over the eval set; write their outputs to --out."""
     params = load_params(params_file)
-    for group in ("serve_infer", "embedder") if part == "retrieval" else ("serve_infer", "llm", "prompt"):
+    groups = {"retrieval": ("serve_infer", "embedder"), "generation": ("serve_infer", "llm", "prompt", "serving"),
+              "math": ("serve_infer", "llm", "prompt", "serving", "distill_cot")}[part]
+    for group in groups:
         section(params, group, params_file)
+    if part != "retrieval" and base_dir is None:
+        raise click.UsageError(f"serve_infer {part} needs --base (the base LLM folder)")
     out = Path(out_dir)
     with StageReport(f"serve_infer@{part}", out / "report.json") as report:
         if part == "retrieval":
             run_retrieval(params, Path(eval_path), model_dir, out, report)
+        elif part == "generation":
+            run_generation(params, Path(eval_path), base_dir, model_dir, out, report)
         else:
-            run_generation(params, eval_path, model_dir, out, report)
+            if teacher_dir is None and TEACHER in params["serve_infer"]["math"]["systems"]:
+                raise click.UsageError("serve_infer math with the teacher system needs --teacher")
+            run_math(params, Path(eval_path), base_dir, model_dir, teacher_dir, out, report)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ N_RECORDS = 8
 # epochs 50 and 160, and the remaining epochs widen the margin to 5-8 logits (the test's docstring
 # has the measured figures).
 RECIPE = {"learning_rate": 1e-3, "epochs": 300, "batch_size": 4, "cutoff_len": 1024, "lr_scheduler": "cosine",
-          "lora_rank": 16, "lora_alpha": 32, "logging_steps": 40, "save_steps": 10_000}
+          "lora_rank": 16, "lora_alpha": 32, "lora_layers": None, "mixed_precision": "fp32",
+          "gradient_checkpointing": True, "logging_steps": 40, "save_steps": 10_000}
 
 
 def examples(mirror: Path) -> list[RCExample]:

@@ -10,6 +10,7 @@ is never applied.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,8 +22,8 @@ import pytest
 import learnability
 from raglab.client import Endpoint, chat_all
 from raglab.llm_training import train_lora
-from raglab.prompts import chat_messages
-from raglab.serving import ServerError, VLLMServer, adapter_rank
+from raglab.prompts import chat_messages, render
+from raglab.serving import ServerError, VLLMServer, adapter_rank, hf_generate, local_endpoints
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,21 @@ def test_sigterm_to_serve_process_stops_vllm(tiny_llm, tmp_path):
     assert not process_group_alive(pgid)
 
 
-def test_learnability_adapter_reproduces_training_answers_base_does_not(tiny_llm, mirror, params, tmp_path):
+@pytest.fixture(scope="module")
+def learned_adapter(tiny_llm, mirror, params, tmp_path_factory):
+    """The tiny model LoRA-trained on 8 records (tests/learnability.py)."""
+    exs = learnability.examples(mirror)
+    hp = {**params["train_llm"], **learnability.RECIPE}
+    adapter = tmp_path_factory.mktemp("learned") / "adapter"
+    work = adapter.parent
+    train_lora({"model": tiny_llm, "revision": None, "trust_remote_code": False}, hp,
+               learnability.records(exs, params["prompt"]), [], adapter, work / "ckpt", work / "live", "learnability")
+    assert (adapter / "adapter_model.safetensors").is_file()
+    return adapter
+
+
+def test_learnability_adapter_reproduces_training_answers_base_does_not(tiny_llm, mirror, params, learned_adapter,
+                                                                        tmp_path):
     """LoRA-train the tiny model on 8 records (tests/learnability.py), serve it as serve_infer does.
 
     The recipe's margin, measured with ``benchmarks/learnability_margin.py`` (HF, teacher-forced: the
@@ -92,19 +107,45 @@ def test_learnability_adapter_reproduces_training_answers_base_does_not(tiny_llm
     ended at a margin of -0.1: the second passage's answers were a coin toss decided by rounding.
     """
     exs = learnability.examples(mirror)
-    hp = {**params["train_llm"], **learnability.RECIPE}
-    base = {"model": tiny_llm, "revision": None, "trust_remote_code": False}
-    adapter = tmp_path / "adapter"
-    train_lora(base, hp, learnability.records(exs, params["prompt"]), [], adapter, tmp_path / "ckpt",
-               tmp_path / "live", "learnability")
-    assert (adapter / "adapter_model.safetensors").is_file()
-
     chats = learnability.chats(exs, params["prompt"])  # exactly what serve_infer sends
     golds = [e.answer for e in exs]
-    with VLLMServer(tiny_llm, lora_modules={"sft": str(adapter)}, max_lora_rank=adapter_rank(adapter),
+    with VLLMServer(tiny_llm, lora_modules={"sft": str(learned_adapter)}, max_lora_rank=adapter_rank(learned_adapter),
                     max_model_len=1024, startup_timeout_s=300, log_file=tmp_path / "vllm.log") as server:
         tuned = chat_all(Endpoint(server.base_url, "sft"), chats, max_tokens=24)
         untuned = chat_all(Endpoint(server.base_url, "base"), chats, max_tokens=24)
     hits = sum(p.strip() == g for p, g in zip(tuned, golds))
     assert hits >= 7, list(zip(tuned, golds))
     assert sum(p.strip() == g for p, g in zip(untuned, golds)) == 0, list(zip(untuned, golds))
+
+
+def test_hf_generate_and_vllm_agree_with_lora_and_merged_serving(tiny_llm, mirror, params, learned_adapter, tmp_path):
+    """The same chats, greedy, through transformers' generate (base + adapter in peft) and through vLLM
+    serving the adapter both ways serve_infer can (LoRA, and a peft-merged copy): the same answers.
+
+    On the 8 training chats the adapter's margin is wide, so all 8 must agree exactly; on 8 chats it
+    never saw (a random model's babble, where two tokens can score within rounding of each other) at
+    least 7. A different chat template, system prompt, special or stop token, or a sampling default
+    (a repetition penalty from generation_config.json) makes them disagree nearly everywhere."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trained = learnability.chats(learnability.examples(mirror), params["prompt"])
+    doc = json.loads((mirror / "cmrc2018" / "cmrc2018_dev.json").read_text(encoding="utf-8"))
+    unseen = [chat_messages(params["prompt"]["system"], render(params["prompt"]["template"], p["context"], q["question"]))
+              for p in doc["data"][0]["paragraphs"][:2] for q in p["qas"]]
+    chats = trained + unseen
+    tok = AutoTokenizer.from_pretrained(learned_adapter)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llm, dtype=torch.float32),
+                                      str(learned_adapter))
+    reference = hf_generate(model.eval(), tok, chats, max_new_tokens=16)
+
+    serving = {**params["serving"], "max_model_len": 1024, "startup_timeout_s": 300}
+    served = {}
+    for mode in ("lora", "merged"):
+        for system, endpoint in local_endpoints(["sft"], tiny_llm, learned_adapter, {**serving, "adapter": mode},
+                                                trust_remote_code=False, log_dir=tmp_path / mode):
+            served[mode] = chat_all(endpoint, chats, max_tokens=16)
+    for mode, replies in served.items():
+        assert replies[:8] == reference[:8], (mode, list(zip(replies[:8], reference[:8])))
+        assert sum(a == b for a, b in zip(replies[8:], reference[8:])) >= 7, (mode, list(zip(replies, reference)))

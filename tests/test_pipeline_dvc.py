@@ -26,8 +26,9 @@ import yaml
 from raglab.profiles import flatten, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"download", "build_sft", "build_embed_negatives", "train_llm", "train_embed",
-              "serve_infer@retrieval", "serve_infer@generation", "score@retrieval", "score@generation"}
+ALL_STAGES = {"download@data", "download@llm", "download@teacher", "build_sft", "distill_cot",
+              "build_embed_negatives", "train_llm", "train_embed", "serve_infer@retrieval", "serve_infer@generation",
+              "serve_infer@math", "score@retrieval", "score@generation", "score@math"}
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,7 @@ def dvc_repo(tmp_path_factory, minilm_dir, tiny_llm) -> tuple[Path, dict[str, st
         "MINILM_DIR": minilm_dir,
         "TINY_LLM_DIR": tiny_llm,
         "HF_HUB_OFFLINE": "1",
+        "RAGLAB_CACHE": str(tmp_path_factory.mktemp("raglab-cache")),
         "DVC_NO_ANALYTICS": "1",
         "RAGAS_DO_NOT_TRACK": "true",
         "TOKENIZERS_PARALLELISM": "false",
@@ -90,10 +92,18 @@ def test_repro_skip_and_partial_rerun(dvc_repo):
     assert set(metrics) == {"test", "val"} and set(metrics["test"]) == {"base", "tuned"}
     assert 0 <= metrics["test"]["tuned"]["context_recall"] <= 1
     generation = json.loads((root / "metrics" / "generation.json").read_text())
-    assert set(generation) == {"base", "sft"}
-    assert set(generation["sft"]) == {"em", "cosine", "origin"}
+    assert set(generation) == {"test"} and set(generation["test"]) == {"base", "sft"}
+    assert set(generation["test"]["sft"]) == {"em", "cosine", "origin"}
+    math = json.loads((root / "metrics" / "math.json").read_text())
+    assert set(math) == {"base", "sft", "teacher"} and 0 <= math["sft"]["accuracy"] <= 1
+    distill = json.loads((root / "data" / "distill" / "report.json").read_text())
+    # 40 training questions, minus any that is also an eval question; none is lost
+    assert distill["questions"] == 40 - distill["dropped"].get("train_question_also_in_eval", 0)
+    assert distill["kept"] + len((root / "data" / "distill" / "failed.jsonl").read_text().splitlines()) == \
+        distill["questions"]
+    assert json.loads((root / "models" / "base" / "llm" / "source.json").read_text())["kind"] == "local"
     shown = run(["dvc", "metrics", "show", "--json"], root, env)
-    for key in ("em", "cosine", "origin", "context_recall", "context_relevance"):
+    for key in ("em", "cosine", "origin", "context_recall", "context_relevance", "accuracy"):
         assert f'"{key}"' in shown
     # every plot of dvc.yaml has its data, and training curves are indexed by optimizer step
     for plot in yaml.safe_load((root / "dvc.yaml").read_text())["plots"]:
@@ -121,6 +131,12 @@ def test_repro_skip_and_partial_rerun(dvc_repo):
     assert "train_loss" in diff["metrics/train_embed.json"]
     loss = diff["metrics/train_embed.json"]["train_loss"]
     assert loss["old"] != loss["new"]
+
+    # the generator's stages only: no teacher request (distill_cot does not run), no retriever stage
+    set_params(root / "params.yaml", [("train_llm.learning_rate", 1.0e-3)])
+    fourth = run(["dvc", "repro"], root, env)
+    assert stages_run(fourth) == {"train_llm", "serve_infer@generation", "serve_infer@math", "score@generation",
+                                  "score@math"}
 
 
 def test_tuned_embedder_loads_in_flagembedding_and_sentence_transformers(dvc_repo):
