@@ -11,6 +11,7 @@ environment (e.g. a local model directory).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -75,11 +76,16 @@ def flatten(overlay: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def set_param_args(overlay: dict[str, Any]) -> list[str]:
-    """``-S key=value`` arguments for ``dvc exp run`` (values YAML-encoded, as DVC parses them)."""
+    """``-S key=value`` arguments for ``dvc exp run``: scalars YAML-encoded, as DVC parses them; lists as
+    JSON, whose quoted strings Hydra's override grammar (what parses ``-S``) takes as they are
+    (an unquoted ``name==1.0`` inside a list is a syntax error there)."""
     args = []
     for key, value in flatten(overlay):
-        encoded = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**9)
-        encoded = encoded.strip().removesuffix("...").strip()
+        if isinstance(value, (list, dict)):
+            encoded = json.dumps(value, ensure_ascii=False)
+        else:
+            encoded = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**9)
+            encoded = encoded.strip().removesuffix("...").strip()
         args += ["-S", f"{key}={encoded}"]
     return args
 

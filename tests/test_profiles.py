@@ -11,11 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_flatten_and_dvc_set_param_args(monkeypatch):
     monkeypatch.setenv("MODEL_DIR", "/models/minilm")
-    overlay = {"a": {"b": 1, "c": [3, 30], "d": None, "e": "$MODEL_DIR", "f": "fp32"}, "g": "x y: z"}
+    overlay = {"a": {"b": 1, "c": [3, 30], "d": None, "e": "$MODEL_DIR", "f": "fp32"}, "g": "x y: z",
+               "h": ["pkg-part1==0.9.0", "pkg_part1/data/part01.bin"]}
     assert flatten(overlay) == [("a.b", 1), ("a.c", [3, 30]), ("a.d", None), ("a.e", "/models/minilm"),
-                                ("a.f", "fp32"), ("g", "x y: z")]
+                                ("a.f", "fp32"), ("g", "x y: z"), ("h", ["pkg-part1==0.9.0", "pkg_part1/data/part01.bin"])]
     assert set_param_args(overlay) == ["-S", "a.b=1", "-S", "a.c=[3, 30]", "-S", "a.d=null",
-                                       "-S", "a.e=/models/minilm", "-S", "a.f=fp32", "-S", "g='x y: z'"]
+                                       "-S", "a.e=/models/minilm", "-S", "a.f=fp32", "-S", "g='x y: z'",
+                                       "-S", 'h=["pkg-part1==0.9.0", "pkg_part1/data/part01.bin"]']
 
 
 def test_unset_variable_is_an_error(monkeypatch):
