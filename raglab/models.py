@@ -48,11 +48,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAGLAB_CACHE") or Path.home() / ".cache" / "raglab")
 
 
+def uses_gguf(spec: dict[str, Any]) -> bool:
+    return bool((spec.get("gguf") or {}).get("packages"))
+
+
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
     """The manifest of a spec: what the folder is made from."""
     if spec.get("endpoint"):
         return {"kind": "endpoint", "model": spec["model"], "base_url": spec["endpoint"]["base_url"]}
-    if spec.get("gguf"):
+    if uses_gguf(spec):
         g = spec["gguf"]
         return {"kind": "gguf-packages", "model": spec["model"], "packages": list(g["packages"]),
                 "files": list(g["files"]), "sha256": g["sha256"], "dtype": g["dtype"]}

@@ -36,7 +36,7 @@ def test_profiles_only_set_keys_that_params_yaml_has():
         def walk(o, p, where):
             for k, v in o.items():
                 assert k in p, f"{path.name}: {where}{k} is not a parameter in params.yaml"
-                if isinstance(v, dict) and p[k] is not None:  # a null default is an optional block (llm.gguf)
+                if isinstance(v, dict):
                     walk(v, p[k], f"{where}{k}.")
 
         walk(overlay, params, "")
