@@ -54,12 +54,23 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
 
 
+def not_utf8(path: str | os.PathLike, e: UnicodeDecodeError, row: int | None = None) -> DataError:
+    return DataError(path, f"not valid UTF-8 at byte {e.start} (a cut-off or binary file?)", row=row)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+    if not text.strip():
+        raise DataError(path, "empty file")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        raise DataError(path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}; "
+                              "a cut-off file?)") from None
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
@@ -74,8 +85,12 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise not_utf8(path, e, row=i) from None
             if not line.strip():
                 continue
             try:
@@ -89,8 +104,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
 
 
 def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> int:

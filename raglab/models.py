@@ -48,6 +48,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAGLAB_CACHE") or Path.home() / ".cache" / "raglab")
 
 
+def local_folder(name: str, what: str) -> Path | None:
+    """``name`` as a local folder; None for a hub id; an error for a path that does not exist."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name.startswith((".", "~")):
+        raise ModelSourceError(f"{what}: no model folder at {name}")
+    return None
+
+
 def uses_gguf(spec: dict[str, Any]) -> bool:
     return bool((spec.get("gguf") or {}).get("packages"))
 
@@ -60,8 +70,8 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
         g = spec["gguf"]
         return {"kind": "gguf-packages", "model": spec["model"], "packages": list(g["packages"]),
                 "files": list(g["files"]), "sha256": g["sha256"], "dtype": g["dtype"]}
-    if Path(spec["model"]).is_dir():
-        return {"kind": "local", "model": str(Path(spec["model"]).resolve())}
+    if local_folder(spec["model"], "model") is not None:
+        return {"kind": "local", "model": str(Path(spec["model"]).expanduser().resolve())}
     return {"kind": "hub", "model": spec["model"], "revision": spec.get("revision")}
 
 
@@ -76,7 +86,7 @@ def materialise(spec: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, A
     elif manifest["kind"] == "gguf-packages":
         _from_gguf_packages(spec, work)
     elif manifest["kind"] == "local":
-        shutil.copytree(spec["model"], work, ignore=shutil.ignore_patterns(".git", MANIFEST))
+        shutil.copytree(manifest["model"], work, ignore=shutil.ignore_patterns(".git", MANIFEST))
     else:
         _from_hub(spec, work)
     write_json(work / MANIFEST, manifest)

@@ -120,11 +120,20 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
 def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None, dry_run: bool,
          dvc_args: tuple[str, ...]) -> None:
     """Run PROFILE (profiles/PROFILE.yaml; several: A,B) as `dvc exp run`; extra args go to dvc (e.g. -S k=v)."""
+    from .params import check
+    from .schema import ParamsError
+
     exp_name = exp_name or "+".join(Path(p).stem for p in profile.split(","))
+    overlay = load_profiles(profile)
+    user_sets = tuple(a for flag, a in zip(dvc_args, dvc_args[1:]) if flag in ("-S", "--set-param"))
+    try:  # before dvc runs anything: a typo must not cost a training run
+        check("params.yaml", overlay, user_sets, f"params.yaml with profile {profile}")
+    except ParamsError as e:
+        raise click.ClickException(str(e)) from None
     cmd = ["dvc", "exp", "run", "-n", exp_name]
     if temp:
         cmd.append("--temp")
-    cmd += set_param_args(load_profiles(profile)) + list(dvc_args)
+    cmd += set_param_args(overlay) + list(dvc_args)
     if dry_run:
         click.echo(" ".join(cmd))
         return

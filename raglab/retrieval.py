@@ -36,7 +36,9 @@ class EmbedderConfig:
 
     def local_path(self) -> str:
         """The model's directory: ``model`` itself when local, else the hub snapshot at ``revision``."""
-        if os.path.isdir(self.model) or not self.revision:
+        from .models import local_folder
+
+        if local_folder(self.model, "embedder model") is not None or not self.revision:
             return self.model
         from huggingface_hub import snapshot_download
 

@@ -59,11 +59,26 @@ def _financial_rows(records: Iterator[dict], where: str) -> Iterator[dict]:
 
 def _financial_mirror(path: Path) -> Iterator[dict]:
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in FINANCIAL_QA_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(path, f"header lacks column(s) {missing}; found {reader.fieldnames}", row=0)
-        yield from _financial_rows(reader, str(path))
+        reader = csv.DictReader(f, strict=True)
+        try:
+            fieldnames = reader.fieldnames
+            if not fieldnames:
+                raise DataError(path, "empty file: no header line", row=0)
+            missing = [c for c in FINANCIAL_QA_COLUMNS if c not in fieldnames]
+            if missing:
+                raise DataError(path, f"header lacks column(s) {missing}; found {fieldnames}", row=0)
+            def checked():
+                for i, rec in enumerate(reader, start=1):
+                    if None in rec or any(v is None for v in rec.values()):  # DictReader's marks of a ragged row
+                        raise DataError(path, f"{len(fieldnames)} fields in the header, another number in this row "
+                                              f"(line {reader.line_num})", row=i)
+                    yield rec
+
+            yield from _financial_rows(checked(), str(path))
+        except csv.Error as e:
+            raise DataError(path, f"not valid CSV ({e}; an unclosed quote?)", row=reader.line_num) from None
+        except UnicodeDecodeError as e:
+            raise DataError(path, f"not valid UTF-8 at byte {e.start}", row=reader.line_num) from None
 
 
 # --- CMRC 2018 --------------------------------------------------------------------------
@@ -74,6 +89,7 @@ def _cmrc_mirror(path: Path) -> Iterator[dict]:
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataError(path, "expected a SQuAD-style object with a 'data' list", field="data")
     n = 0
+    seen: set[str] = set()
     for article in doc["data"]:
         for para in article.get("paragraphs", []):
             context = para.get("context")
@@ -82,8 +98,12 @@ def _cmrc_mirror(path: Path) -> Iterator[dict]:
                 answers = qa.get("answers")
                 if not isinstance(answers, list):
                     raise DataError(path, "expected a list", row=n, field="answers")
+                qid = str(qa.get("id", n))
+                if qid in seen:
+                    raise DataError(path, f"question id {qid!r} occurs twice", row=n, field="id")
+                seen.add(qid)
                 yield {
-                    "id": str(qa.get("id", n)),
+                    "id": qid,
                     "context": context or "",
                     "question": qa.get("question") or "",
                     "answers": [a.get("text") or "" for a in answers if isinstance(a, dict)],

@@ -17,6 +17,7 @@ from raglab.formats import read_jsonl, write_jsonl, write_lines
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder
+from raglab.errors import run
 
 
 @click.command()
@@ -64,4 +65,4 @@ def main(params_file: str, source: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,6 +9,7 @@ from raglab.params import load_params, section
 from raglab.prompts import check_template
 from raglab.report import StageReport
 from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
+from raglab.errors import run
 
 
 @click.command()
@@ -48,4 +49,4 @@ def main(params_file: str, source_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -29,6 +29,7 @@ from raglab.models import cache_dir
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.teacher import teacher_endpoint
+from raglab.errors import run
 
 log = logging.getLogger("raglab")
 
@@ -62,6 +63,9 @@ def main(params_file: str, source_dir: str, teacher_dir: str, out_dir: str) -> N
             overlap = [q for q in train if q.question in eval_texts]
             report.drop("train_question_also_in_eval", len(overlap))
             train = [q for q in train if q.question not in eval_texts]
+        if not train:
+            raise click.ClickException(f"distill_cot: no {p['train_split']} question of {source_dir} has a question "
+                                       "and a numeric '#### ' answer")
         train = sample(train, p["max_questions"], p["seed"])
         evaluation = sample(evaluation, p["max_eval"], p["seed"])
         report.add_wrote("eval.jsonl", write_jsonl(out / "eval.jsonl", (
@@ -116,4 +120,4 @@ def main(params_file: str, source_dir: str, teacher_dir: str, out_dir: str) -> N
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

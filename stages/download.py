@@ -11,6 +11,7 @@ from raglab.models import materialise
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.sources import load_split
+from raglab.errors import run
 
 MODEL_PARTS = {"llm": ("llm",), "teacher": ("distill_cot", "teacher")}  # part -> its params group
 
@@ -49,4 +50,4 @@ def main(part: str, params_file: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

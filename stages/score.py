@@ -22,6 +22,7 @@ from raglab.metrics import cosine_scores, exact_match, mean_scores, origin_score
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder
+from raglab.errors import run
 
 
 def score_retrieval(p: dict, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
@@ -118,4 +119,4 @@ def main(part: str, params_file: str, infer_dir: str, metrics_file: str, plot_fi
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -32,6 +32,7 @@ from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder, retrieve
 from raglab.serving import SFT_NAME, local_endpoints
 from raglab.teacher import teacher_endpoint
+from raglab.errors import run
 
 TEACHER = "teacher"
 
@@ -178,4 +179,4 @@ def main(part: str, params_file: str, eval_path: str, model_dir: str, base_dir: 
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

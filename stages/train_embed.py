@@ -7,6 +7,7 @@ from raglab.formats import write_json
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig
+from raglab.errors import run
 
 
 @click.command()
@@ -26,4 +27,4 @@ def main(params_file: str, train_file: str, out_dir: str, live_dir: str, metrics
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,6 +18,7 @@ from raglab.formats import folder_fingerprint, read_jsonl, write_json
 from raglab.llm_training import conversation, fit_cutoff, load_tokenizer, run_fingerprint, train_lora
 from raglab.params import load_params, section
 from raglab.report import StageReport
+from raglab.errors import run
 
 
 def mixture(sources: dict[str, str], caps: dict, seed: int, report: StageReport) -> list[dict]:
@@ -82,4 +83,4 @@ def main(params_file, base_dir, sources, val_file, out_dir, checkpoint_dir, live
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -147,7 +147,7 @@ def stage_params(tmp_path: Path, base_url: str, **distill_changes) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["distill_cot"].update({"train_split": "train", "eval_split": "train", "eval_size": 0.1, "max_rounds": 15,
                                   "max_tokens": 64, "prompt": PROMPT, "seed": 1,
-                                  "teacher": {"model": "t", "revision": None, "trust_remote_code": False,
+                                  "teacher": {**params["distill_cot"]["teacher"], "model": "t", "revision": None,
                                               "endpoint": {"base_url": base_url, "api_key_env": "FAKE_TEACHER_KEY"}},
                                   **distill_changes})
     params["serving"].update({"concurrency": 4, "timeout_s": 10, "max_retries": 0})
