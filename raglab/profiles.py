@@ -94,19 +94,32 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
 
 
-def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
-    """Copy ``params.yaml``, ``dvc.lock`` and the metrics files of experiment ``exp_name`` (run on top
-    of HEAD) into ``out_dir``: a committed record of the run behind published numbers, readable
-    with ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults."""
+def experiment_ref(exp_name: str) -> str:
+    """The git ref of experiment ``exp_name``: on top of HEAD if there is one, else the newest of that name
+    (work may have been committed while a long experiment ran)."""
     head = _git("rev-parse", "HEAD").strip()
     ref = f"refs/exps/{head[:2]}/{head[2:]}/{exp_name}"  # where DVC keeps an experiment's commit
-    if not _git("for-each-ref", ref).strip():
-        raise click.ClickException(f"no experiment '{exp_name}' on top of HEAD ({ref})")
+    if _git("for-each-ref", ref).strip():
+        return ref
+    refs = _git("for-each-ref", "--sort=-committerdate", "--format=%(refname)", "refs/exps/").split()
+    named = [r for r in refs if r.rsplit("/", 1)[-1] == exp_name]
+    if not named:
+        raise click.ClickException(f"no experiment '{exp_name}' (looked for {ref} and any refs/exps/*/{exp_name})")
+    return named[0]
+
+
+def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
+    """Copy ``params.yaml``, ``dvc.lock`` and the metrics files of experiment ``exp_name`` into
+    ``out_dir``: a committed record of the run behind published numbers, readable with
+    ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults."""
+    ref = experiment_ref(exp_name)
     dvc_yaml = yaml.safe_load(_git("show", f"{ref}:dvc.yaml"))
     files = ["params.yaml", "dvc.lock", *dvc_yaml.get("metrics", [])]
+    present = set(_git("ls-tree", "-r", "--name-only", ref).split())
     for rel in files:
-        write_text(Path(out_dir) / rel, _git("show", f"{ref}:{rel}"))
-    return files
+        if rel in present:
+            write_text(Path(out_dir) / rel, _git("show", f"{ref}:{rel}"))
+    return [f for f in files if f in present]
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
