@@ -9,17 +9,19 @@ sentence-transformers as well (pooling and normalisation written as modules).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .formats import DataError, read_jsonl, write_jsonl
 from .report import last_logged
 from .retrieval import EmbedderConfig
-from .training import live_callback, trainer_arguments
+from .training import checkpoint_to_resume, last_checkpoint, live_callback, run_fingerprint, trainer_arguments
 
 log = logging.getLogger("raglab")
 
@@ -143,7 +145,9 @@ def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[s
         temperature=hp["temperature"],
         sentence_pooling_method=base.pooling,
         normalize_embeddings=True,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=hp["save_steps"],
+        save_total_limit=1,
         dataloader_drop_last=True,
         fp16=precision == "fp16",
         bf16=precision == "bf16",  # on CPU: bfloat16 autocast, ~1.5x faster where AVX512-BF16/AMX exist
@@ -163,15 +167,41 @@ def write_sentence_transformers_config(model_dir: str | os.PathLike, pooling: st
     st.save(str(model_dir))
 
 
+def resume_encoder_weights(trainer) -> None:
+    """Make ``trainer`` restore FlagEmbedding checkpoints properly when it resumes.
+
+    FlagEmbedding's trainer wraps the encoder in a module whose state-dict keys carry a ``model.``
+    prefix, but saves checkpoints with the encoder's own ``save_pretrained``. transformers' resume
+    loads a checkpoint into the wrapper, so every key would be missing (and transformers 5 trips over
+    the wrapper before it even says so): the weights are loaded into the encoder here, strictly.
+    Optimizer, scheduler and RNG states are restored by the Trainer as usual."""
+    from safetensors.torch import load_file
+
+    def load_encoder(resume_from_checkpoint: str, model=None) -> None:
+        encoder = (model or trainer.model).model
+        missing, unexpected = encoder.load_state_dict(load_file(Path(resume_from_checkpoint) / "model.safetensors"),
+                                                      strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"{resume_from_checkpoint} does not fit the encoder (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})")
+
+    trainer._load_from_checkpoint = load_encoder
+
+
 def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, output_dir: str | os.PathLike,
-                   live_dir: str | os.PathLike) -> dict[str, Any]:
+                   live_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     """Fine-tune ``base.model`` on ``train_file`` (``soup_size`` runs, averaged into one model when > 1);
-    the model lands in ``output_dir`` only when complete."""
+    the model lands in ``output_dir`` only when complete.
+
+    Each run checkpoints into ``checkpoint_dir/seed-N`` every ``save_steps`` steps and marks itself done
+    when finished, so a re-run after an interruption skips the finished runs of a soup and resumes the
+    interrupted one from its last checkpoint."""
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
 
-    output_dir = Path(output_dir)
+    output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     work_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
+    resume = checkpoint_to_resume(checkpoint_dir, run_fingerprint(hp, asdict(base), [train_file]), "seed-*")
     if not isinstance(hp["soup_size"], int) or hp["soup_size"] < 1:
         raise ValueError(f"train_embed.soup_size must be an integer >= 1, got {hp['soup_size']!r}")
     rows = read_jsonl(train_file)
@@ -190,31 +220,44 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
             train_files = [str(Path(tmp) / f"bucket-{i:02d}.jsonl") for i in range(len(groups))]
             for path, bucket in zip(train_files, groups):
                 write_jsonl(path, bucket)
-        # a soup trains one run per seed (seed, seed + 1, ...); the first run's folder becomes the model
+        # a soup trains one run per seed (seed, seed + 1, ...)
         seeds = [hp["seed"] + i for i in range(hp["soup_size"])]
-        run_dirs = [work_dir] + [Path(tmp) / f"seed-{seed}" for seed in seeds[1:]]
+        run_dirs = [checkpoint_dir / f"seed-{seed}" for seed in seeds]
         states = []
         for seed, run_dir in zip(seeds, run_dirs):
+            done = run_dir / "done.json"
+            if done.is_file():  # finished before an interruption
+                states.append(json.loads(done.read_text()))
+                log.info("run %d of %d (seed %d) finished earlier: kept", len(states), len(seeds), seed)
+                continue
             model_args, data_args, training_args = flag_arguments(base, {**hp, "seed": seed}, train_files, str(run_dir))
+            training_args.resume_from_checkpoint = last_checkpoint(run_dir)
             runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
-            log.info("training on %d rows (%d file(s)) for %s epoch(s), seed %d (run %d of %d)",
-                     len(rows), len(train_files), hp["epochs"], seed, len(states) + 1, len(seeds))
+            resume_encoder_weights(runner.trainer)
+            log.info("training on %d rows (%d file(s)) for %s epoch(s), seed %d (run %d of %d)%s",
+                     len(rows), len(train_files), hp["epochs"], seed, len(states) + 1, len(seeds),
+                     f", resuming from {training_args.resume_from_checkpoint}" if training_args.resume_from_checkpoint else "")
             # one curve: each run's steps follow the previous run's
-            runner.trainer.add_callback(live_callback(live_dir, resume=bool(states),
-                                                      step_offset=sum(s.global_step for s in states)))
+            runner.trainer.add_callback(live_callback(live_dir, resume=bool(states) or resume,
+                                                      step_offset=sum(s["global_step"] for s in states)))
             runner.run()
-            states.append(runner.trainer.state)
+            state = {"global_step": runner.trainer.state.global_step, "log_history": runner.trainer.state.log_history}
+            done.write_text(json.dumps(state))
+            states.append(state)
         if len(run_dirs) > 1 or hp["merge_base_share"]:
             merge_weights(work_dir, run_dirs, base.local_path(), hp["merge_base_share"], base.trust_remote_code)
+        else:
+            shutil.copytree(run_dirs[0], work_dir, ignore=shutil.ignore_patterns("checkpoint-*", "done.json"))
     write_sentence_transformers_config(work_dir, base.pooling, hp["passage_max_len"], base.query_instruction)
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(work_dir, output_dir)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
     return {
         "train_rows": len(rows),
         # batches are full (drop-last) in each file: these rows sit out each epoch, others the next
         "rows_outside_full_batches_per_epoch": sum(len(g) % batch for g in groups),
         # over all runs of a soup; the loss is their mean
-        "steps": sum(s.global_step for s in states),
-        "train_loss": sum(last_logged(s.log_history, "train_loss") for s in states) / len(states),
-        "train_runtime_s": sum(last_logged(s.log_history, "train_runtime") for s in states),
+        "steps": sum(s["global_step"] for s in states),
+        "train_loss": sum(last_logged(s["log_history"], "train_loss") for s in states) / len(states),
+        "train_runtime_s": sum(last_logged(s["log_history"], "train_runtime") for s in states),
     }

@@ -18,7 +18,7 @@ from typing import Any
 
 from .prompts import chat_messages
 from .report import StageReport, last_logged
-from .training import live_callback, trainer_arguments
+from .training import checkpoint_to_resume, last_checkpoint, live_callback, trainer_arguments
 
 log = logging.getLogger("raglab")
 
@@ -45,25 +45,6 @@ def fit_cutoff(rows: list[dict], tokenizer, cutoff: int, overlong: str, report: 
         return [r for r, n in zip(rows, lengths) if n <= cutoff]
     report.extra[f"{name}_truncated_to_cutoff"] = n_over
     return rows
-
-
-def run_fingerprint(hp: dict[str, Any], base: dict[str, Any], files: list[str]) -> str:
-    """What a resumable checkpoint must match: hyper-parameters, base model and training data."""
-    h = hashlib.sha256(json.dumps([hp, base], sort_keys=True, default=str).encode())
-    for f in files:
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()
-
-
-def checkpoint_to_resume(checkpoint_dir: Path, fingerprint: str) -> bool:
-    """True when ``checkpoint_dir`` holds checkpoints of this very run; otherwise clear it."""
-    stamp = checkpoint_dir / "fingerprint"
-    if stamp.is_file() and stamp.read_text() == fingerprint and any(checkpoint_dir.glob("checkpoint-*")):
-        return True
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    checkpoint_dir.mkdir(parents=True)
-    stamp.write_text(fingerprint)
-    return False
 
 
 def load_tokenizer(base: dict[str, Any]):
@@ -177,7 +158,7 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
     )
     if trainer.is_world_process_zero():
         trainer.add_callback(live_callback(live_dir, resume=resume))
-    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoint_dir) if resume else None)
     partial = output_dir.with_name(output_dir.name + ".partial")
     if trainer.is_world_process_zero():
         shutil.rmtree(partial, ignore_errors=True)
@@ -185,6 +166,7 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
         tokenizer.save_pretrained(str(partial))
         shutil.rmtree(output_dir, ignore_errors=True)
         os.replace(partial, output_dir)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
     history = trainer.state.log_history
     return {
         "train_rows": len(train_rows),

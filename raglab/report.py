@@ -25,6 +25,8 @@ def setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name in ("httpx", "httpx2"):  # one line per request: the progress bars say it better
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class StageReport:

@@ -174,6 +174,7 @@ class TrainEmbed(Trainer):
     length_buckets: int = PositiveInt()
     merge_base_share: float = Field(ge=0, lt=1)
     soup_size: int = PositiveInt()
+    save_steps: int = PositiveInt()
 
 
 class Mixture(Group):

@@ -1,5 +1,9 @@
 """What both trainers share (FlagEmbedding's and trl's are transformers Trainers): the arguments
-that come straight from a stage's params, and DVCLive training curves.
+that come straight from a stage's params, resumable checkpoints, and DVCLive training curves.
+
+Checkpoints live outside the stage's outputs (DVC deletes outputs before it runs a stage), stamped
+with a fingerprint of the run (hyper-parameters, base model, training data): a re-run after an
+interruption resumes from the last one, a changed run starts afresh, a finished run clears them.
 
 transformers' ``DVCLiveCallback`` numbers its points by log event, so the x axis of a DVC plot
 would count log calls (and the eval events in between) instead of training steps. The callback
@@ -10,7 +14,11 @@ here pins DVCLive's step to the trainer's global step before each log. The curve
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from transformers.integrations import DVCLiveCallback
@@ -32,6 +40,34 @@ def trainer_arguments(hp: dict[str, Any]) -> dict[str, Any]:
         report_to="none",  # curves go through the callback below
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def run_fingerprint(hp: dict[str, Any], base: dict[str, Any], files: list[str]) -> str:
+    """What a resumable checkpoint must match: hyper-parameters, base model and training data."""
+    h = hashlib.sha256(json.dumps([hp, base], sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
+def checkpoint_to_resume(checkpoint_dir: Path, fingerprint: str, pattern: str = "checkpoint-*") -> bool:
+    """True when ``checkpoint_dir`` holds checkpoints (``pattern``) of this very run; otherwise clear it."""
+    stamp = checkpoint_dir / "fingerprint"
+    if stamp.is_file() and stamp.read_text() == fingerprint and any(checkpoint_dir.glob(pattern)):
+        return True
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    checkpoint_dir.mkdir(parents=True)
+    stamp.write_text(fingerprint)
+    return False
+
+
+def last_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
+    """The newest complete ``checkpoint-N`` folder of a Trainer's output folder (None if there is none).
+
+    The Trainer writes ``trainer_state.json`` last: a folder without it was cut off mid-write by a kill."""
+    found = sorted((p for p in Path(checkpoint_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    return str(found[-1]) if found else None
 
 
 class StepDVCLiveCallback(DVCLiveCallback):

@@ -16,11 +16,13 @@ from raglab.errors import run
 @click.option("--out", "out_dir", default="models/embedder", show_default=True, type=click.Path(file_okay=False))
 @click.option("--live", "live_dir", default="dvclive/train_embed", show_default=True, type=click.Path(file_okay=False))
 @click.option("--metrics", "metrics_file", default="metrics/train_embed.json", show_default=True, type=click.Path(dir_okay=False))
-def main(params_file: str, train_file: str, out_dir: str, live_dir: str, metrics_file: str) -> None:
+@click.option("--checkpoints", "checkpoint_dir", default="models/embed-checkpoints", show_default=True,
+              type=click.Path(file_okay=False), help="Resumable checkpoints (outside DVC's outputs).")
+def main(params_file: str, train_file: str, out_dir: str, live_dir: str, metrics_file: str, checkpoint_dir: str) -> None:
     params = load_params(params_file)
     hp = section(params, "train_embed", params_file)
     with StageReport("train_embed") as report:
-        summary = train_embedder(EmbedderConfig.from_params(params), hp, train_file, out_dir, live_dir)
+        summary = train_embedder(EmbedderConfig.from_params(params), hp, train_file, out_dir, live_dir, checkpoint_dir)
         report.add_read(train_file, summary["train_rows"])
         report.add_wrote(out_dir, 1)
         write_json(metrics_file, summary)

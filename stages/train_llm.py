@@ -15,7 +15,8 @@ import sys
 import click
 
 from raglab.formats import folder_fingerprint, read_jsonl, write_json
-from raglab.llm_training import conversation, fit_cutoff, load_tokenizer, run_fingerprint, train_lora
+from raglab.llm_training import conversation, fit_cutoff, load_tokenizer, train_lora
+from raglab.training import run_fingerprint
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.errors import run
@@ -23,8 +24,8 @@ from raglab.errors import run
 
 def mixture(sources: dict[str, str], caps: dict, seed: int, report: StageReport) -> list[dict]:
     """At most ``caps[name]`` records of each source (a seeded sample), shuffled together."""
-    if unknown := set(caps) - set(sources):
-        raise click.BadParameter(f"train_llm.mixture: unknown source(s) {sorted(unknown)} (known: {sorted(sources)})")
+    if unknown := {name for name, cap in caps.items() if cap != 0} - set(sources):
+        raise click.BadParameter(f"train_llm.mixture: no --source for {sorted(unknown)} (given: {sorted(sources)})")
     records = []
     for name, path in sources.items():
         cap = caps.get(name, 0)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from raglab.client import Endpoint, chat_all
-from raglab.llm_training import checkpoint_to_resume, run_fingerprint
+from raglab.training import checkpoint_to_resume, run_fingerprint
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):

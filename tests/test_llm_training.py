@@ -91,5 +91,5 @@ def test_mixture_caps_shuffles_and_counts(tmp_path):
     assert report.extra["empty_sources"] == ["math"]
     with pytest.raises(click.ClickException, match="no training records"):
         mixture(sources, {"cmrc": 0, "math": None}, 0, StageReport("t"))
-    with pytest.raises(click.BadParameter, match="unknown source"):
+    with pytest.raises(click.BadParameter, match="no --source for"):
         mixture(sources, {"cmrc": None, "gsm": None}, 0, StageReport("t"))
