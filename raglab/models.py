@@ -62,25 +62,25 @@ def uses_gguf(spec: dict[str, Any]) -> bool:
     return bool((spec.get("gguf") or {}).get("packages"))
 
 
-def describe(spec: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a spec: what the folder is made from."""
+def describe(spec: dict[str, Any], what: str = "model") -> dict[str, Any]:
+    """The manifest of a spec: what the folder is made from (``what`` names the spec in errors)."""
     if spec.get("endpoint"):
         return {"kind": "endpoint", "model": spec["model"], "base_url": spec["endpoint"]["base_url"]}
     if uses_gguf(spec):
         g = spec["gguf"]
         return {"kind": "gguf-packages", "model": spec["model"], "packages": list(g["packages"]),
                 "files": list(g["files"]), "sha256": g["sha256"], "dtype": g["dtype"]}
-    if local_folder(spec["model"], "model") is not None:
+    if local_folder(spec["model"], f"{what}.model") is not None:
         return {"kind": "local", "model": str(Path(spec["model"]).expanduser().resolve())}
     return {"kind": "hub", "model": spec["model"], "revision": spec.get("revision")}
 
 
-def materialise(spec: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+def materialise(spec: dict[str, Any], out_dir: str | os.PathLike, what: str = "model") -> dict[str, Any]:
     """Write the model of ``spec`` into ``out_dir`` (atomically: a ``.partial`` folder, then a rename)."""
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    manifest = describe(spec)
+    manifest = describe(spec, what)
     if manifest["kind"] == "endpoint":
         work.mkdir(parents=True)  # served elsewhere: nothing to fetch, the manifest says so
     elif manifest["kind"] == "gguf-packages":

@@ -76,7 +76,7 @@ def _financial_mirror(path: Path) -> Iterator[dict]:
 
             yield from _financial_rows(checked(), str(path))
         except csv.Error as e:
-            raise DataError(path, f"not valid CSV ({e}; an unclosed quote?)", row=reader.line_num) from None
+            raise DataError(path, f"not valid CSV at line {reader.line_num} ({e}; an unclosed quote?)") from None
         except UnicodeDecodeError as e:
             raise DataError(path, f"not valid UTF-8 at byte {e.start}", row=reader.line_num) from None
 
@@ -142,7 +142,7 @@ def _gsm8k_mirror(path: Path) -> Iterator[dict]:
                     try:
                         yield json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise DataError(path, f"not valid JSON ({e.msg})", row=i) from None
+                        raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", row=i) from None
         yield from _gsm8k_rows(records(), str(path))
 
 

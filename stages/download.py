@@ -43,7 +43,7 @@ def main(part: str, params_file: str, out_dir: str) -> None:
     for group in MODEL_PARTS[part]:
         spec = section(spec, group, params_file)
     with StageReport(f"download@{part}") as report:
-        manifest = materialise(spec, out)
+        manifest = materialise(spec, out, ".".join(MODEL_PARTS[part]))
         report.add_read(manifest["kind"], 1)
         report.add_wrote(str(out), 1)
         report.extra["source"] = manifest

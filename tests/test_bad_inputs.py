@@ -44,6 +44,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     last = proc.stderr.strip().splitlines()[-1]
     for fragment in fragments:
         assert fragment in last, (fragment, last)
+    print(f"\n[one-line error] {last}")  # README's table quotes these (pytest -s shows them)
     return last
 
 

@@ -236,3 +236,24 @@ def test_a_teacher_that_is_always_wrong_keeps_nothing_and_says_so(tmp_path):
     assert report["rounds_used"] == 3 and report["wrote"]["train.jsonl"] == 0
     assert (tmp_path / "out" / "train.jsonl").read_text() == ""
     assert report["usage"]["all"]["estimated_cost_usd"] > 0  # priced with the params' per-million prices
+
+
+def test_a_planted_api_key_reaches_the_server_and_nothing_else(tmp_path):
+    """The key goes from its environment variable to the Authorization header, and into no output, report,
+    log line, cache entry or parameter file."""
+    secret = "sk-planted-7d1e5c0ffee"
+    raw, teacher = stage_inputs(tmp_path, 12)
+    with FakeOpenAI(teacher_70) as fake:
+        params = stage_params(tmp_path, fake.base_url)
+        env = {**os.environ, "RAGLAB_CACHE": str(tmp_path / "cache"), "FAKE_TEACHER_KEY": secret,
+               "RAGLAB_LOG_LEVEL": "DEBUG"}
+        proc = subprocess.run([sys.executable, "-m", "stages.distill_cot", "--params", str(params), "--source", str(raw),
+                               "--teacher", str(teacher), "--out", str(tmp_path / "out")],
+                              cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {r["auth"] for r in fake.requests} == {f"Bearer {secret}"}
+    assert secret not in proc.stdout + proc.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite" for p in files) and any(p.name == "report.json" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert leaked == []

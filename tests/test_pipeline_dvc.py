@@ -4,8 +4,9 @@ Both tracks run: the retriever (packaged MiniLM) and the generator (tiny LLM ser
 
 `dvc repro` runs every stage; a second `dvc repro` runs none; changing a
 train_embed parameter re-runs exactly train_embed and the retrieval parts of
-serve_infer and score; and
-`dvc metrics diff` reports the change. Also checks that the tuned embedder loads
+serve_infer and score, and `dvc metrics diff` reports the change; changing a
+train_llm parameter re-runs the generator's stages only (no teacher request);
+changing both back restores every output from DVC's run-cache. Also checks that the tuned embedder loads
 in both FlagEmbedding and sentence-transformers with the same embeddings.
 """
 
@@ -84,10 +85,13 @@ def dvc_repo(tmp_path_factory, minilm_dir, tiny_llm) -> tuple[Path, dict[str, st
     return root, env
 
 
-def test_repro_skip_and_partial_rerun(dvc_repo):
+def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     root, env = dvc_repo
+    demo = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     first = run(["dvc", "repro"], root, env)
     assert stages_run(first) == ALL_STAGES
+    first_metrics = {name: json.loads((root / "metrics" / f"{name}.json").read_text())
+                     for name in ("retrieval", "generation", "math")}
     metrics = json.loads((root / "metrics" / "retrieval.json").read_text())
     assert set(metrics) == {"test", "val"} and set(metrics["test"]) == {"base", "tuned"}
     assert 0 <= metrics["test"]["tuned"]["context_recall"] <= 1
@@ -138,12 +142,22 @@ def test_repro_skip_and_partial_rerun(dvc_repo):
     assert stages_run(fourth) == {"train_llm", "serve_infer@generation", "serve_infer@math", "score@generation",
                                   "score@math"}
 
+    # both changes undone: DVC's run-cache restores every output, nothing trains or serves again
+    set_params(root / "params.yaml", [("train_embed.learning_rate", demo["train_embed"]["learning_rate"]),
+                                      ("train_llm.learning_rate", demo["train_llm"]["learning_rate"])])
+    fifth = run(["dvc", "repro"], root, env)
+    assert stages_run(fifth) == set(), fifth
+    restored = set(re.findall(r"Stage '([^']+)' is cached - skipping run", fifth))
+    assert restored == stages_run(third) | stages_run(fourth), fifth
+    for name in ("retrieval", "generation", "math"):
+        assert json.loads((root / "metrics" / f"{name}.json").read_text()) == first_metrics[name]
+
 
 def test_tuned_embedder_loads_in_flagembedding_and_sentence_transformers(dvc_repo):
     root, _ = dvc_repo
     model_dir = root / "models" / "embedder"
     if not model_dir.is_dir():
-        pytest.fail("models/embedder missing: test_repro_skip_and_partial_rerun must run first")
+        pytest.fail("models/embedder missing: test_repro_skip_partial_rerun_and_run_cache must run first")
     from FlagEmbedding import FlagModel
     from sentence_transformers import SentenceTransformer
 
