@@ -96,7 +96,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", row=i) from None
+                raise DataError(path, f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})", row=i) from None
             if not isinstance(row, dict):
                 raise DataError(path, f"expected a JSON object, got {type(row).__name__}", row=i)
             rows.append(row)

@@ -142,7 +142,7 @@ def _gsm8k_mirror(path: Path) -> Iterator[dict]:
                     try:
                         yield json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", row=i) from None
+                        raise DataError(path, f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})", row=i) from None
         yield from _gsm8k_rows(records(), str(path))
 
 
