@@ -28,7 +28,7 @@ from raglab.distill import distill, question_messages  # noqa: E402
 
 
 @click.command()
-@click.option("--questions", "n", default=64, show_default=True)
+@click.option("--questions", "n", default=200, show_default=True)
 @click.option("--latency", default=0.2, show_default=True, help="Seconds per request.")
 @click.option("--slots", default=16, show_default=True, help="Requests the server handles at once.")
 @click.option("--concurrency", default=16, show_default=True)
