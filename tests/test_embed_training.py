@@ -113,7 +113,7 @@ def test_a_soup_is_the_mean_of_the_runs_it_trains(tmp_path, minilm_dir, params):
 
     def train(name, **changes):
         summary = train_embedder(base, {**hp, **changes}, str(tmp_path / "train.jsonl"), tmp_path / name,
-                                 tmp_path / f"live-{name}")
+                                 tmp_path / f"live-{name}", tmp_path / f"checkpoints-{name}")
         return summary, load_file(tmp_path / name / "model.safetensors")
 
     summary, soup = train("soup", soup_size=2)
