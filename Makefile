@@ -17,7 +17,8 @@ export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TMPDIR := $(CURDIR)/.cache/tmp
 export RAGLAB_CACHE := $(CURDIR)/.cache/raglab
 
-.PHONY: setup tiny-llm demo test select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-math clean-cache
+.PHONY: setup tiny-llm demo test select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-generator \
+	real-cpu-math clean-cache
 
 setup: $(STAMP)
 
@@ -113,6 +114,16 @@ real-cpu: setup
 	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm,cpu-qwen \
 		--name real-cpu --temp --record results/real-cpu $(MIRROR_ARGS) $(ARGS)
 	dvc metrics show --md -R results/real-cpu/metrics
+
+# The generator's track alone (cpu-qwen: download, build_sft, train_llm, serve_infer and score @generation),
+# without a teacher request (distill_cot.max_questions=0), as the experiment real-cpu-generator.
+real-cpu-generator: export HF_HUB_OFFLINE := 1
+real-cpu-generator: setup
+	mkdir -p $(TMPDIR)
+	dvc exp remove real-cpu-generator >/dev/null 2>&1 || true
+	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-qwen --name real-cpu-generator --temp \
+		--record results/real-cpu-generator score@generation -S distill_cot.max_questions=0 $(MIRROR_ARGS) $(ARGS)
+	dvc metrics show --md -R results/real-cpu-generator/metrics
 
 # The maths track's students on the same data and teacher (distill_cot comes from DVC's run-cache of
 # real-cpu, so no teacher request is repeated): trained on the distilled solutions with their reasoning

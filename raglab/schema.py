@@ -15,7 +15,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
-
 def PositiveInt():  # noqa: N802 (reads as a type in the fields below)
     return Field(gt=0)
 
@@ -134,7 +133,7 @@ class DistillCot(Group):
     train_split: str
     eval_split: str
     eval_size: float = Share()
-    max_questions: int | None = Field(ge=1)
+    max_questions: int | None = Field(ge=0)  # 0: no teacher request (the generator's track alone)
     max_eval: int | None = Field(ge=1)
     prompt: str
     max_rounds: int = PositiveInt()
