@@ -8,8 +8,6 @@ answer (and its end-of-turn token) only. The chat is the one serve_infer sends.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil

@@ -9,7 +9,6 @@ inner product over L2-normalised vectors, i.e. cosine similarity.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 

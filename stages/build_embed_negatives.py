@@ -13,11 +13,11 @@ from raglab.contrastive import (
     seeded_split,
     validate_pairs,
 )
+from raglab.errors import run
 from raglab.formats import read_jsonl, write_jsonl, write_lines
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder
-from raglab.errors import run
 
 
 @click.command()

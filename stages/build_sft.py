@@ -4,12 +4,12 @@ from pathlib import Path
 
 import click
 
+from raglab.errors import run
 from raglab.formats import read_jsonl, write_jsonl
 from raglab.params import load_params, section
 from raglab.prompts import check_template
 from raglab.report import StageReport
 from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
-from raglab.errors import run
 
 
 @click.command()

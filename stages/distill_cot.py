@@ -24,12 +24,12 @@ from raglab.distill import (
     training_record,
     usage,
 )
+from raglab.errors import run
 from raglab.formats import read_jsonl, write_jsonl
 from raglab.models import cache_dir
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.teacher import teacher_endpoint
-from raglab.errors import run
 
 log = logging.getLogger("raglab")
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
+from raglab.errors import run
 from raglab.formats import write_jsonl
 from raglab.models import materialise
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.sources import load_split
-from raglab.errors import run
 
 MODEL_PARTS = {"llm": ("llm",), "teacher": ("distill_cot", "teacher")}  # part -> its params group
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from raglab.errors import run
 from raglab.formats import read_jsonl, write_csv, write_json, write_jsonl
 from raglab.maths import STATUSES, THINK_END, THINK_START, check
 from raglab.metrics import cosine_scores, exact_match, mean_scores, origin_score, retrieval_scores
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder
-from raglab.errors import run
 
 
 def score_retrieval(p: dict, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:

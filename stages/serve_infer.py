@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from raglab.client import Endpoint, Request, ResponseCache, Sampling, chat_many, raise_failures
+from raglab.errors import run
 from raglab.formats import folder_fingerprint, read_jsonl, read_lines, write_jsonl
 from raglab.models import cache_dir
 from raglab.params import load_params, section
@@ -32,7 +33,6 @@ from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder, retrieve
 from raglab.serving import SFT_NAME, local_endpoints
 from raglab.teacher import teacher_endpoint
-from raglab.errors import run
 
 TEACHER = "teacher"
 

@@ -3,11 +3,11 @@
 import click
 
 from raglab.embed_training import train_embedder
+from raglab.errors import run
 from raglab.formats import write_json
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig
-from raglab.errors import run
 
 
 @click.command()

@@ -14,12 +14,12 @@ import sys
 
 import click
 
+from raglab.errors import run
 from raglab.formats import folder_fingerprint, read_jsonl, write_json
 from raglab.llm_training import conversation, fit_cutoff, load_tokenizer, train_lora
-from raglab.training import run_fingerprint
 from raglab.params import load_params, section
 from raglab.report import StageReport
-from raglab.errors import run
+from raglab.training import run_fingerprint
 
 
 def mixture(sources: dict[str, str], caps: dict, seed: int, report: StageReport) -> list[dict]:

@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from synthetic import write_mirror
 
 REPO = Path(__file__).resolve().parents[1]

@@ -95,7 +95,7 @@ def cmrc_doc(rng: random.Random, n_paragraphs: int, prefix: str) -> dict:
         context = (f"{name}是一位来自{city}的{job}，出生于{year}年。{name}最著名的作品是{work}，"
                    f"这部作品获得了{count}项奖项。后来{name}移居{rng.choice(CITIES)}，继续从事创作。")
         qas = [(f"{name}出生于哪一年？", f"{year}年"), (f"{name}最著名的作品是什么？", work),
-               (f"{name}来自哪里？", city), (f"这部作品获得了几项奖项？", f"{count}项奖项")]
+               (f"{name}来自哪里？", city), ("这部作品获得了几项奖项？", f"{count}项奖项")]
         paragraphs.append({
             "id": f"{prefix}_{i}",
             "context": context,

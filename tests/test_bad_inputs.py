@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from synthetic import write_mirror
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fake_openai import Action, FakeOpenAI, user_text
+
 from raglab.client import Endpoint, Reply, Request, ResponseCache, Sampling, chat_many
 from raglab.distill import Question, distill, question_messages, solution_text, training_record
 from raglab.prompts import chat_messages, render_question

@@ -17,9 +17,9 @@ import socket
 import subprocess
 import sys
 
+import learnability
 import pytest
 
-import learnability
 from raglab.client import Endpoint, chat_all
 from raglab.llm_training import train_lora
 from raglab.prompts import chat_messages, render

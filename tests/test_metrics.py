@@ -1,6 +1,5 @@
 import math
 import random
-import string
 
 import pytest
 from rapidfuzz.distance import Levenshtein

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import click
 import pytest
+from synthetic import mirror_files
 
 from raglab.profiles import flatten, set_param_args
-from synthetic import mirror_files
 
 REPO = Path(__file__).resolve().parents[1]
 
