@@ -48,7 +48,7 @@ demo: setup $(TINY_LLM_DIR)/config.json
 	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles demo --temp
 	dvc exp show --no-pager --md --drop '.*' --keep '$(DEMO_METRICS)'
 
-DEMO_METRICS := ^Experiment$$|^test\.(base|tuned)\.(context_recall|context_relevance|hit@1|hit@5|mrr@10)$$|^(base|sft)\.(em|cosine|origin)$$
+DEMO_METRICS := ^Experiment$$|^test\.(base|tuned)\.(context_recall|context_relevance|hit@1|hit@5|mrr@10)$$|^test\.(base|sft)\.(em|cosine|origin)$$|^(base|sft|teacher)\.accuracy$$
 
 test: export HF_HUB_OFFLINE := 1
 test: setup
