@@ -13,18 +13,24 @@ import sys
 from typing import Any
 
 import click
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from .schema import ParamsError, validate
 
 DEFAULT_PARAMS = "params.yaml"
 
 
+def parse_yaml(text: Any) -> Any:
+    """YAML 1.2, as DVC reads and writes params.yaml: ``5e-05`` (how DVC writes ``-S k=5.0e-5`` back)
+    is a number, not the string PyYAML's YAML 1.1 makes of it."""
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
-            params = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
+            params = parse_yaml(f) or {}
+    except YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter groups")
@@ -52,7 +58,7 @@ def set_value(params: dict[str, Any], assignment: str) -> dict[str, Any]:
     for key in parents:
         node = node.setdefault(key, {}) if isinstance(node, dict) else {}
     if isinstance(node, dict):
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = parse_yaml(raw)
     return params
 
 

@@ -22,6 +22,7 @@ import click
 import yaml
 
 from .formats import write_text
+from .params import check, parse_yaml
 
 PROFILE_DIR = Path("profiles")
 
@@ -32,7 +33,7 @@ def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
         known = sorted(p.stem for p in profile_dir.glob("*.yaml"))
         raise click.BadParameter(f"no profile file {path} (known profiles: {known})")
     with open(path, encoding="utf-8") as f:
-        overlay = yaml.safe_load(f) or {}
+        overlay = parse_yaml(f) or {}
     if not isinstance(overlay, dict):
         raise click.BadParameter(f"{path}: a profile is a mapping shaped like params.yaml")
     return overlay
@@ -133,7 +134,6 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
 def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None, dry_run: bool,
          dvc_args: tuple[str, ...]) -> None:
     """Run PROFILE (profiles/PROFILE.yaml; several: A,B) as `dvc exp run`; extra args go to dvc (e.g. -S k=v)."""
-    from .params import check
     from .schema import ParamsError
 
     exp_name = exp_name or "+".join(Path(p).stem for p in profile.split(","))

@@ -42,6 +42,32 @@ def test_profiles_only_set_keys_that_params_yaml_has():
         walk(overlay, params, "")
 
 
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")))
+def test_every_profile_set_through_dvc_validates(profile, tmp_path, monkeypatch):
+    """The params.yaml that ``dvc exp run -S`` writes (DVC's own Hydra overrides, ruamel's YAML 1.2:
+    5.0e-5 comes back as ``5e-05``) is read as the numbers it holds, and every profile validates."""
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    from raglab.params import load_params
+    from raglab.profiles import load_profiles
+
+    for var in ("MINILM_DIR", "TINY_LLM_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params_file)
+    monkeypatch.chdir(REPO)  # profiles are found under profiles/
+    overlay = load_profiles(profile)
+    apply_overrides(params_file, set_param_args(overlay)[1::2])
+    params = load_params(params_file)
+    for key, value in flatten(overlay):
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+
+
 def test_committed_demo_mirror_is_what_the_generator_writes():
     for rel, text in mirror_files().items():
         assert (REPO / "data" / "demo-mirror" / rel).read_text(encoding="utf-8") == text, rel
