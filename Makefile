@@ -125,10 +125,10 @@ real-cpu-generator: setup
 		--record results/real-cpu-generator score@generation -S distill_cot.max_questions=0 $(MIRROR_ARGS) $(ARGS)
 	dvc metrics show --md -R results/real-cpu-generator/metrics
 
-# The maths track's students on the same data and teacher (distill_cot comes from DVC's run-cache of
-# real-cpu, so no teacher request is repeated): trained on the distilled solutions with their reasoning
-# (real-cpu-math-cot) and on the final answers only (real-cpu-math-answer-only), scored on the GSM8K
-# eval slice.
+# The maths track on real data: the 1.5B teacher distils solutions for a seeded sample of GSM8K training
+# questions (cpu-qwen), and Qwen 0.5B students train on them with their reasoning (real-cpu-math-cot) and on
+# the final answers only (real-cpu-math-answer-only), scored with the untuned model and the teacher on the
+# eval slice. The second experiment restores distill_cot from DVC's run-cache (no teacher request repeated).
 real-cpu-math: export HF_HUB_OFFLINE := 1
 real-cpu-math: setup
 	mkdir -p $(TMPDIR)
