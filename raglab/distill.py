@@ -66,13 +66,6 @@ def carve(questions: list[Question], eval_size: float, seed: int) -> tuple[list[
     return [q for q in questions if q.question not in held_out], [q for q in questions if q.question in held_out]
 
 
-def sample(questions: list[Question], n: int | None, seed: int) -> list[Question]:
-    if n is None or len(questions) <= n:
-        return list(questions)
-    keep = set(random.Random(seed).sample(range(len(questions)), n))
-    return [q for i, q in enumerate(questions) if i in keep]
-
-
 def attempt_status(gold: str, reply: Reply) -> tuple[str, str | None]:
     if not reply.ok:
         return "request_error", None

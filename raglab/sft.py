@@ -11,9 +11,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .prompts import chat_messages, render
 from .report import StageReport
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -65,7 +68,7 @@ def split_by_passage(examples: Sequence[RCExample], eval_size: float, seed: int
     return [e for e in examples if e.context not in held_out], [e for e in examples if e.context in held_out]
 
 
-def sample(examples: Sequence[RCExample], max_samples: int | None, seed: int) -> list[RCExample]:
+def sample(examples: Sequence[T], max_samples: int | None, seed: int) -> list[T]:
     """At most ``max_samples`` examples, a seeded random subset (order kept)."""
     if max_samples is None or len(examples) <= max_samples:
         return list(examples)

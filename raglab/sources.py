@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .formats import DataError, read_json, sha256_file
+from .formats import DataError, read_json, read_jsonl, sha256_file
 
 # Upstream file names inside a mirror directory, per dataset and split.
 MIRROR_FILES: dict[str, dict[str, str]] = {
@@ -198,3 +198,15 @@ def load_split(dataset: str, spec: dict[str, Any], split: str, mirror: str | Non
     files = sorted(f["filename"] for f in ds.cache_files)
     digest = ",".join(sha256_file(f) for f in files) if files else None
     return SplitData(_take(HUB_NORMALISERS[dataset](iter(ds), where), limit), where, digest)
+
+
+def read_downloaded(source_dir: str | os.PathLike, dataset: str, split: str, stage: str, report) -> list[dict]:
+    """The rows of ``split`` that ``download`` wrote for ``dataset`` into ``source_dir``, counted as read
+    in the stage's ``report``; a split that was not downloaded is an error saying which param adds it."""
+    path = Path(source_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{stage} needs split '{split}' of {dataset}: {path} does not exist "
+                                f"(add it to download.datasets.{dataset}.splits)")
+    rows = read_jsonl(path)
+    report.add_read(str(path), len(rows))
+    return rows

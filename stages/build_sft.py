@@ -5,11 +5,12 @@ from pathlib import Path
 import click
 
 from raglab.errors import run
-from raglab.formats import read_jsonl, write_jsonl
+from raglab.formats import write_jsonl
 from raglab.params import load_params, section
 from raglab.prompts import check_template
 from raglab.report import StageReport
 from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
+from raglab.sources import read_downloaded
 
 
 @click.command()
@@ -23,13 +24,7 @@ def main(params_file: str, source_dir: str, out_dir: str) -> None:
     out = Path(out_dir)
     with StageReport("build_sft", out / "report.json") as report:
         def load(split):
-            path = Path(source_dir) / f"{split}.jsonl"
-            if not path.is_file():
-                raise click.ClickException(f"build_sft needs split '{split}' of cmrc2018: {path} does not exist "
-                                           "(add it to download.datasets.cmrc2018.splits)")
-            rows = read_jsonl(path)
-            report.add_read(str(path), len(rows))
-            return validate_rc(rows, report)
+            return validate_rc(read_downloaded(source_dir, "cmrc2018", split, "build_sft", report), report)
 
         if p["train_split"] == p["eval_split"]:
             train, evaluation = split_by_passage(load(p["train_split"]), p["eval_size"], p["seed"])

@@ -20,15 +20,16 @@ from raglab.distill import (
     distill,
     gsm8k_questions,
     question_messages,
-    sample,
     training_record,
     usage,
 )
 from raglab.errors import run
-from raglab.formats import read_jsonl, write_jsonl
+from raglab.formats import write_jsonl
 from raglab.models import cache_dir
 from raglab.params import load_params, section
 from raglab.report import StageReport
+from raglab.sft import sample
+from raglab.sources import read_downloaded
 from raglab.teacher import teacher_endpoint
 
 log = logging.getLogger("raglab")
@@ -47,13 +48,7 @@ def main(params_file: str, source_dir: str, teacher_dir: str, out_dir: str) -> N
     out = Path(out_dir)
     with StageReport("distill_cot", out / "report.json") as report:
         def load(split):
-            path = Path(source_dir) / f"{split}.jsonl"
-            if not path.is_file():
-                raise click.ClickException(f"distill_cot needs split '{split}' of gsm8k: {path} does not exist "
-                                           "(add it to download.datasets.gsm8k.splits)")
-            rows = read_jsonl(path)
-            report.add_read(str(path), len(rows))
-            return gsm8k_questions(rows, split, report)
+            return gsm8k_questions(read_downloaded(source_dir, "gsm8k", split, "distill_cot", report), split, report)
 
         if p["train_split"] == p["eval_split"]:
             train, evaluation = carve(load(p["train_split"]), p["eval_size"], p["seed"])
