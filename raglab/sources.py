@@ -14,7 +14,6 @@ error naming the split and the file that was looked for.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,15 +134,7 @@ def _gsm8k_rows(records: Iterator[dict], where: str) -> Iterator[dict]:
 
 
 def _gsm8k_mirror(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        def records():
-            for i, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(path, f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})", row=i) from None
-        yield from _gsm8k_rows(records(), str(path))
+    yield from _gsm8k_rows(iter(read_jsonl(path)), str(path))
 
 
 MIRROR_READERS: dict[str, Callable[[Path], Iterator[dict]]] = {
