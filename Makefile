@@ -17,7 +17,7 @@ export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TMPDIR := $(CURDIR)/.cache/tmp
 export RAGLAB_CACHE := $(CURDIR)/.cache/raglab
 
-.PHONY: setup tiny-llm demo test select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-generator \
+.PHONY: setup tiny-llm demo test select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-retriever real-cpu-generator \
 	real-cpu-math clean-cache
 
 setup: $(STAMP)
@@ -114,6 +114,16 @@ real-cpu: setup
 	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm,cpu-qwen \
 		--name real-cpu --temp --record results/real-cpu $(MIRROR_ARGS) $(ARGS)
 	dvc metrics show --md -R results/real-cpu/metrics
+
+# The retriever's track alone (cpu-minilm: download, build_embed_negatives, train_embed, serve_infer and
+# score @retrieval), as the experiment real-cpu-retriever.
+real-cpu-retriever: export HF_HUB_OFFLINE := 1
+real-cpu-retriever: setup
+	mkdir -p $(TMPDIR)
+	dvc exp remove real-cpu-retriever >/dev/null 2>&1 || true
+	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm --name real-cpu-retriever --temp \
+		--record results/real-cpu-retriever score@retrieval $(MIRROR_ARGS) $(ARGS)
+	dvc metrics show --md -R results/real-cpu-retriever/metrics
 
 # The generator's track alone (cpu-qwen: download, build_sft, train_llm, serve_infer and score @generation),
 # without a teacher request (distill_cot.max_questions=0), as the experiment real-cpu-generator.

@@ -2,20 +2,26 @@
 
 ``dvc metrics diff`` says how much a number moved, not whether that is more than noise: on 700
 queries a 0.3-point change in context recall is one or two queries. This module reads the per-query
-scores that score writes (``data/score/...``) at two git revisions through DVC (``dvc.api.open``:
-the local cache, or the DVC remote for a revision whose outputs are only there), pairs the queries,
-and for each (split, system, metric) reports old, new, the signed delta and a 95% paired-bootstrap
-interval of the delta; a delta whose interval excludes zero is marked as beyond the noise.
+scores at two git revisions: the pipeline's (``data/score/...``, DVC outputs, read through DVC: the local
+cache, or the DVC remote for a revision whose outputs are only there) and those of every recorded run
+(``results/NAME/score/...``, committed with the run's params, dvc.lock and metrics). It pairs the
+queries and for each (run, track, split, system, metric) reports old, new, the signed delta and a 95%
+paired-bootstrap interval of the delta; a delta whose interval excludes zero is marked as beyond the noise.
 
     python -m raglab.compare --base main --head HEAD > metrics-diff.md
+
+The report opens with ``dvc params diff`` and closes with ``dvc metrics diff`` of the same revisions; the
+pull-request workflow (``.github/workflows/pull-request.yml``) posts it as the job summary and a comment.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import numpy as np
@@ -26,6 +32,7 @@ PERCENT_METRICS = {"em", "cosine", "origin", "context_recall", "context_relevanc
 
 @dataclass
 class Row:
+    run: str
     track: str
     split: str
     system: str
@@ -56,9 +63,11 @@ def paired_bootstrap(old: np.ndarray, new: np.ndarray, n_resamples: int = 2000, 
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-# --- per-query scores of one revision: {(track, split, system): {query key: {metric: value}}} --------
+# --- per-query scores of one revision: {(run, track, split, system): {query key: {metric: value}}} ---
 
-Scores = dict[tuple[str, str, str], dict[str, dict[str, float]]]
+Scores = dict[tuple[str, str, str, str], dict[str, dict[str, float]]]
+PIPELINE = "data/score"   # the pipeline's own per-query scores (DVC outputs of score)
+RECORDS = "results"       # recorded runs: results/NAME/score/... (committed)
 
 
 def _jsonl(text: str) -> list[dict]:
@@ -66,26 +75,38 @@ def _jsonl(text: str) -> list[dict]:
 
 
 def per_query_scores(read: Callable[[str], str | None], listdir: Callable[[str], list[str]]) -> Scores:
-    """The per-query files of one revision, through ``read(path)`` and ``listdir(path)``."""
+    """The per-query files of one revision (the pipeline's and every record's), through ``read(path)`` and
+    ``listdir(path)``."""
     scores: Scores = {}
-    for name in listdir("data/score/retrieval"):
+    roots = {"pipeline": PIPELINE, **{name: f"{RECORDS}/{name}/score" for name in listdir(RECORDS)}}
+    for run, root in roots.items():
+        for key, rows in scores_under(root, read, listdir).items():
+            scores[(run, *key)] = rows
+    return scores
+
+
+def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable[[str], list[str]]
+                 ) -> dict[tuple[str, str, str], dict[str, dict[str, float]]]:
+    """{(track, split, system): {query key: {metric: value}}} of the score folders under ``root``."""
+    scores: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
+    for name in listdir(f"{root}/retrieval"):
         if name.endswith(".jsonl"):
             split = name.removesuffix(".jsonl")
-            for i, row in enumerate(_jsonl(read(f"data/score/retrieval/{name}") or "")):
+            for i, row in enumerate(_jsonl(read(f"{root}/retrieval/{name}") or "")):
                 for system, values in row.items():
                     if isinstance(values, dict):
                         key = f"{i}|{row['query']}"
                         scores.setdefault(("retrieval", split, system), {})[key] = {
                             k: v for k, v in values.items() if isinstance(v, (int, float))}
-    for split in listdir("data/score/generation"):
-        for name in listdir(f"data/score/generation/{split}"):
+    for split in listdir(f"{root}/generation"):
+        for name in listdir(f"{root}/generation/{split}"):
             if name.endswith(".jsonl"):
-                for row in _jsonl(read(f"data/score/generation/{split}/{name}") or ""):
+                for row in _jsonl(read(f"{root}/generation/{split}/{name}") or ""):
                     scores.setdefault(("generation", split, name.removesuffix(".jsonl")), {})[str(row["id"])] = {
                         k: row[k] for k in ("em", "cosine", "origin")}
-    for name in listdir("data/score/math"):
+    for name in listdir(f"{root}/math"):
         if name.endswith(".jsonl"):
-            for i, row in enumerate(_jsonl(read(f"data/score/math/{name}") or "")):
+            for i, row in enumerate(_jsonl(read(f"{root}/math/{name}") or "")):
                 scores.setdefault(("math", "eval", name.removesuffix(".jsonl")), {})[f"{i}|{row['question']}"] = {
                     "accuracy": row["accuracy"]}
     return scores
@@ -94,14 +115,14 @@ def per_query_scores(read: Callable[[str], str | None], listdir: Callable[[str],
 def compare(old: Scores, new: Scores, n_resamples: int = 2000) -> list[Row]:
     rows = []
     for key in sorted(set(old) | set(new)):
-        track, split, system = key
+        run, track, split, system = key
         a, b = old.get(key, {}), new.get(key, {})
         metrics = sorted({m for q in (*a.values(), *b.values()) for m in q})
         common = [q for q in a if q in b]
         for metric in metrics:
             mean_a = float(np.mean([q[metric] for q in a.values()])) if a else None
             mean_b = float(np.mean([q[metric] for q in b.values()])) if b else None
-            row = Row(track, split, system, metric, mean_a, mean_b, n=len(common))
+            row = Row(run, track, split, system, metric, mean_a, mean_b, n=len(common))
             if a and b and len(common) == len(a) == len(b):
                 row.low, row.high = paired_bootstrap(np.array([a[q][metric] for q in common]),
                                                      np.array([b[q][metric] for q in common]), n_resamples)
@@ -111,8 +132,8 @@ def compare(old: Scores, new: Scores, n_resamples: int = 2000) -> list[Row]:
                 row.note = "only in " + ("head" if b else "base")
             rows.append(row)
     headline = {m: i for i, m in enumerate(HEADLINE)}
-    return sorted(rows, key=lambda r: (r.metric not in headline, headline.get(r.metric, 0), r.track, r.split,
-                                       r.system, r.metric))
+    return sorted(rows, key=lambda r: (r.metric not in headline, headline.get(r.metric, 0), r.metric, r.run,
+                                       r.track, r.split, r.system))
 
 
 def _fmt(metric: str, value: float | None, signed: bool = False) -> str:
@@ -125,19 +146,19 @@ def _fmt(metric: str, value: float | None, signed: bool = False) -> str:
 
 def markdown(rows: Iterable[Row], base: str, head: str) -> str:
     rows = list(rows)
-    lines = [f"### Metrics: `{head}` vs `{base}`", "",
+    lines = [f"## Metrics: `{head}` vs `{base}`", "",
              "Percentages for EM, cosine, origin, context recall / relevance, hit@k and accuracy. The interval is a 95% "
              "paired bootstrap over the per-query scores; **bold** deltas are beyond it (the interval excludes 0), "
              "the others are within noise.", "",
-             "| metric | track | split | system | base | head | Δ | 95% interval of Δ | n |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| metric | run | track | split | system | base | head | Δ | 95% interval of Δ | n |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         delta = _fmt(r.metric, r.delta, signed=True)
         if r.beyond_noise:
             delta = f"**{delta}**"
         interval = (f"[{_fmt(r.metric, r.low, True)}, {_fmt(r.metric, r.high, True)}]" if r.low is not None
                     else r.note or "–")
-        lines.append(f"| {r.metric} | {r.track} | {r.split} | {r.system} | {_fmt(r.metric, r.old)} | "
+        lines.append(f"| {r.metric} | {r.run} | {r.track} | {r.split} | {r.system} | {_fmt(r.metric, r.old)} | "
                      f"{_fmt(r.metric, r.new)} | {delta} | {interval} | {r.n} |")
     changed = sum(r.beyond_noise for r in rows)
     lines += ["", f"{changed} of {len(rows)} deltas are beyond the noise."]
@@ -160,19 +181,40 @@ def revision_reader(rev: str | None, repo: str = ".") -> tuple[Callable[[str], s
     return read, listdir
 
 
+def dvc_diff(kind: str, base: str, head: str | None, repo: str) -> str:
+    """``dvc params diff`` / ``dvc metrics diff`` of the two revisions as Markdown (head None: the workspace)."""
+    venv_dvc = Path(sys.executable).with_name("dvc")  # the dvc installed with this Python, else the one on PATH
+    cmd = [str(venv_dvc) if venv_dvc.is_file() else "dvc", kind, "diff", "--md", base, *([head] if head else [])]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise click.ClickException(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-2000:]}")
+    table = proc.stdout.strip()
+    return table if len(table.splitlines()) > 2 else ""  # a header without rows: nothing changed
+
+
+def report(base: str, head: str, repo: str = ".", resamples: int = 2000) -> str:
+    """The pull-request comment: parameters changed, every per-query metric's delta with its interval (headline
+    metrics first), then ``dvc metrics diff`` of everything (training loss, run times...)."""
+    head_rev = None if head == "workspace" else head
+    old = per_query_scores(*revision_reader(base, repo))
+    new = per_query_scores(*revision_reader(head_rev, repo))
+    if not old and not new:
+        raise click.ClickException(f"no per-query scores ({PIPELINE}/... or {RECORDS}/*/score/...) at {base} or "
+                                   f"{head}: dvc pull them, or run the pipeline")
+    params = dvc_diff("params", base, head_rev, repo) or "No parameter changed."
+    metrics = dvc_diff("metrics", base, head_rev, repo) or "No metrics file changed."
+    return (f"## Parameters: `{head}` vs `{base}`\n\n{params}\n\n" + markdown(compare(old, new, resamples), base, head)
+            + f"\n<details><summary>dvc metrics diff (every metrics file)</summary>\n\n{metrics}\n\n</details>\n")
+
+
 @click.command()
 @click.option("--base", default="main", show_default=True, help="The revision compared against.")
 @click.option("--head", default="HEAD", show_default=True, help="The revision under review ('workspace': files on disk).")
 @click.option("--repo", default=".", show_default=True)
 @click.option("--resamples", default=2000, show_default=True)
 def main(base: str, head: str, repo: str, resamples: int) -> None:
-    """Print a Markdown table of every metric's delta between two revisions, with 95% intervals."""
-    old = per_query_scores(*revision_reader(base, repo))
-    new = per_query_scores(*revision_reader(None if head == "workspace" else head, repo))
-    if not old and not new:
-        raise click.ClickException(f"no per-query scores (data/score/...) at {base} or {head}: "
-                                   "dvc pull them, or run the pipeline")
-    sys.stdout.write(markdown(compare(old, new, resamples), base, head))
+    """Print the Markdown report of two revisions: params diff, metric deltas with 95% intervals, metrics diff."""
+    sys.stdout.write(report(base, head, repo, resamples))
 
 
 if __name__ == "__main__":

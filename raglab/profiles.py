@@ -25,6 +25,7 @@ from .formats import write_text
 from .params import check, parse_yaml
 
 PROFILE_DIR = Path("profiles")
+SCORES = "data/score"  # the per-query scores score writes
 
 
 def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
@@ -110,8 +111,8 @@ def experiment_ref(exp_name: str) -> str:
 
 
 def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
-    """Copy ``params.yaml``, ``dvc.lock`` and the metrics files of experiment ``exp_name`` into
-    ``out_dir``: a committed record of the run behind published numbers, readable with
+    """Copy ``params.yaml``, ``dvc.lock``, the metrics files and the per-query scores (into ``score/``) of
+    experiment ``exp_name`` into ``out_dir``: a committed record of the run behind published numbers, readable with
     ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults."""
     ref = experiment_ref(exp_name)
     dvc_yaml = yaml.safe_load(_git("show", f"{ref}:dvc.yaml"))
@@ -120,7 +121,21 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
     for rel in files:
         if rel in present:
             write_text(Path(out_dir) / rel, _git("show", f"{ref}:{rel}"))
-    return [f for f in files if f in present]
+    recorded = [f for f in files if f in present]
+    # the per-query scores (DVC outputs, small): what `raglab.compare` pairs to put an interval on a delta
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(".", rev=ref)
+    for path in sorted(fs.find(SCORES)) if fs.isdir(SCORES) else []:
+        rel = path.lstrip("/").removeprefix(SCORES + "/")
+        try:
+            text = fs.read_text(path, encoding="utf-8")
+        except FileNotFoundError:  # a part this experiment did not run, whose output is in no cache here
+            click.echo(f"not recorded: {SCORES}/{rel} of {exp_name} is not in the DVC cache", err=True)
+            continue
+        write_text(Path(out_dir) / "score" / rel, text)
+        recorded.append(f"score/{rel}")
+    return recorded
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -128,7 +143,7 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
 @click.option("--name", "exp_name", help="Experiment name (default: the profile's name).")
 @click.option("--temp", is_flag=True, help="Run in a temporary copy of the repo (workspace untouched).")
 @click.option("--record", "record_dir", type=click.Path(file_okay=False),
-              help="After the run, copy its params.yaml, dvc.lock and metrics into this folder.")
+              help="After the run, copy its params.yaml, dvc.lock, metrics and per-query scores into this folder.")
 @click.option("--dry-run", is_flag=True, help="Print the dvc command instead of running it.")
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
 def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None, dry_run: bool,

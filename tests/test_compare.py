@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raglab.compare import compare, markdown, paired_bootstrap, per_query_scores, revision_reader
+from raglab.compare import compare, paired_bootstrap, per_query_scores, report, revision_reader
 
 
 def test_paired_bootstrap_interval():
@@ -26,7 +26,8 @@ def test_paired_bootstrap_interval():
     assert paired_bootstrap(old, better, seed=1) != (low, high) and paired_bootstrap(old, better) == (low, high)
 
 
-def write_scores(root: Path, recall: list[int], em: list[int]) -> None:
+def write_scores(root: Path, recall: list[int], em: list[int], origin: list[int]) -> None:
+    """The pipeline's per-query scores (data/score, DVC outputs) and a recorded run's (results/rec, in git)."""
     retrieval = root / "data" / "score" / "retrieval"
     retrieval.mkdir(parents=True, exist_ok=True)
     (retrieval / "test.jsonl").write_text("".join(
@@ -37,9 +38,16 @@ def write_scores(root: Path, recall: list[int], em: list[int]) -> None:
     (generation / "sft.jsonl").write_text("".join(
         json.dumps({"id": f"c{i}", "question": "问", "gold": "答", "prediction": "答", "em": e, "cosine": 0.5 + e / 4,
                     "origin": 1}) + "\n" for i, e in enumerate(em)))
+    record = root / "results" / "rec"
+    (record / "score" / "generation" / "test").mkdir(parents=True, exist_ok=True)
+    (record / "score" / "generation" / "test" / "sft.jsonl").write_text("".join(
+        json.dumps({"id": f"r{i}", "question": "问", "gold": "答", "prediction": "答", "em": 0, "cosine": 0.5,
+                    "origin": o}) + "\n" for i, o in enumerate(origin)))
+    (record / "metrics").mkdir(exist_ok=True)
+    (record / "metrics" / "generation.json").write_text(json.dumps({"test": {"sft": {"origin": float(np.mean(origin))}}}))
 
 
-def test_two_revisions_give_a_table_with_a_flagged_delta_and_a_noise_delta(tmp_path):
+def test_two_revisions_give_a_report_with_a_flagged_delta_and_a_noise_delta(tmp_path):
     def sh(*cmd):
         subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True,
                        env={**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
@@ -48,48 +56,51 @@ def test_two_revisions_give_a_table_with_a_flagged_delta_and_a_noise_delta(tmp_p
     dvc = str(Path(sys.executable).parent / "dvc")
     sh("git", "init", "-q", "-b", "main")
     sh(dvc, "init", "-q")
+    (tmp_path / "params.yaml").write_text("train_embed:\n  learning_rate: 1.0e-5\n")
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - results/rec/metrics\n")
     rng = np.random.default_rng(7)
     recall = (rng.random(700) < 0.81).astype(int)
     em = (rng.random(400) < 0.40).astype(int)
-    write_scores(tmp_path, recall.tolist(), em.tolist())
+    origin = (rng.random(300) < 0.90).astype(int)
+    write_scores(tmp_path, recall.tolist(), em.tolist(), origin.tolist())
     sh(dvc, "add", "-q", "data/score")
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "base")
-    # head: context recall +10 points (70 queries fixed), EM +0.5 points (2 of 400 questions): noise
-    recall2, em2 = recall.copy(), em.copy()
+    # head: context recall +10 points (70 queries fixed), EM +0.5 points (2 of 400 questions): noise;
+    # the recorded run's origin -5 points (15 of 300 broken)
+    recall2, em2, origin2 = recall.copy(), em.copy(), origin.copy()
     recall2[np.flatnonzero(recall == 0)[:70]] = 1
     em2[np.flatnonzero(em == 0)[:4]] = 1
     em2[np.flatnonzero(em == 1)[:2]] = 0
-    write_scores(tmp_path, recall2.tolist(), em2.tolist())
+    origin2[np.flatnonzero(origin == 1)[:15]] = 0
+    write_scores(tmp_path, recall2.tolist(), em2.tolist(), origin2.tolist())
+    (tmp_path / "params.yaml").write_text("train_embed:\n  learning_rate: 2.0e-5\n")
     sh(dvc, "add", "-q", "data/score")
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "head")
 
     old = per_query_scores(*revision_reader("HEAD~1", str(tmp_path)))
     new = per_query_scores(*revision_reader("HEAD", str(tmp_path)))
-    rows = {(r.track, r.system, r.metric): r for r in compare(old, new)}
-    recall_row, em_row = rows[("retrieval", "tuned", "context_recall")], rows[("generation", "sft", "em")]
+    rows = {(r.run, r.track, r.system, r.metric): r for r in compare(old, new)}
+    recall_row, em_row = rows[("pipeline", "retrieval", "tuned", "context_recall")], rows[("pipeline", "generation", "sft", "em")]
     assert abs(recall_row.delta - 0.1) < 1e-12 and recall_row.beyond_noise and recall_row.n == 700
     assert abs(em_row.delta - 0.005) < 1e-12 and not em_row.beyond_noise and em_row.low < 0 < em_row.high
-    table = markdown(compare(old, new), "HEAD~1", "HEAD")
-    lines = table.splitlines()
-    header = lines.index("| metric | track | split | system | base | head | Δ | 95% interval of Δ | n |")
+    origin_row = rows[("rec", "generation", "sft", "origin")]
+    assert abs(origin_row.delta + 0.05) < 1e-12 and origin_row.beyond_noise and origin_row.high < 0
+
+    text = report("HEAD~1", "HEAD", str(tmp_path))
+    lines = text.splitlines()
+    # the parameters changed come first, from dvc params diff
+    assert lines[0] == "## Parameters: `HEAD` vs `HEAD~1`"
+    assert any("train_embed.learning_rate" in line and "1e-05" in line and "2e-05" in line for line in lines[:6])
+    header = lines.index("| metric | run | track | split | system | base | head | Δ | 95% interval of Δ | n |")
     body = lines[header + 2:header + 2 + len(rows)]
-    assert body[0].startswith("| em | generation | test | sft |")  # headline metrics first, in the brief's order
-    assert [b.split(" | ")[0] for b in body[:3]] == ["| em", "| cosine", "| origin"]
-    assert "| context_recall | retrieval | test | tuned | " in table and "| **+10.00** |" in table
-    assert "| +0.50 |" in table  # not bold: within the noise
-    assert table.rstrip().endswith("2 of 5 deltas are beyond the noise.")  # recall and hit@1
-
-    out = subprocess.run([sys.executable, "-m", "raglab.compare", "--repo", str(tmp_path), "--base", "HEAD~1"],
-                         capture_output=True, text=True, check=True).stdout
-    assert out == table
-
-
-def test_different_eval_sets_are_not_paired():
-    old = {("generation", "test", "sft"): {"a": {"em": 1.0}, "b": {"em": 0.0}}}
-    new = {("generation", "test", "sft"): {"a": {"em": 1.0}, "c": {"em": 1.0}}}
-    (row,) = compare(old, new)
-    assert row.low is None and "not paired" in row.note
-    (only,) = compare({}, new)
-    assert only.note == "only in head"
+    # headline metrics first, in the brief's order; one line per system; signed deltas
+    order = list(dict.fromkeys(b.split(" | ")[0].removeprefix("| ") for b in body))
+    assert order == ["em", "cosine", "origin", "context_recall", "hit@1"]
+    (em_line,) = [line for line in body if line.startswith("| em | pipeline | generation | test | sft |")]
+    assert "| +0.50 | [-" in em_line  # not bold: within the noise
+    assert "| context_recall | pipeline | retrieval | test | tuned | " in text and "| **+10.00** |" in text
+    assert "| origin | rec | generation | test | sft | " in text and "| **-5.00** |" in text
+    # and dvc metrics diff of every metrics file, the recorded run's included
+    assert "<details><summary>dvc metrics diff" in text and "results/rec/metrics/generation.json" in text
