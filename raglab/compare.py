@@ -21,10 +21,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 import numpy as np
+
+from .profiles import dvc_executable
 
 HEADLINE = ("em", "cosine", "origin", "context_recall", "context_relevance")
 PERCENT_METRICS = {"em", "cosine", "origin", "context_recall", "context_relevance", "accuracy"}
@@ -183,8 +184,7 @@ def revision_reader(rev: str | None, repo: str = ".") -> tuple[Callable[[str], s
 
 def dvc_diff(kind: str, base: str, head: str | None, repo: str) -> str:
     """``dvc params diff`` / ``dvc metrics diff`` of the two revisions as Markdown (head None: the workspace)."""
-    venv_dvc = Path(sys.executable).with_name("dvc")  # the dvc installed with this Python, else the one on PATH
-    cmd = [str(venv_dvc) if venv_dvc.is_file() else "dvc", kind, "diff", "--md", base, *([head] if head else [])]
+    cmd = [dvc_executable(), kind, "diff", "--md", base, *([head] if head else [])]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise click.ClickException(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-2000:]}")

@@ -8,6 +8,7 @@ and the Makefile run before ``dvc exp run``), and prints one line per problem.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from typing import Any
@@ -64,13 +65,21 @@ def set_value(params: dict[str, Any], assignment: str) -> dict[str, Any]:
 
 def check(path: str | os.PathLike = DEFAULT_PARAMS, overlay: dict[str, Any] | None = None,
           assignments: tuple[str, ...] = (), source: str | None = None) -> dict[str, Any]:
-    """params.yaml with an overlay (profiles) and ``-S`` assignments, validated."""
+    """params.yaml with an overlay (profiles) and ``-S`` assignments, validated. A sweep (``-S k=a,b``, DVC's
+    Hydra syntax, as for ``dvc exp run --queue``) is validated at every point of its grid; the first is returned."""
+    from dvc.utils.hydra import get_hydra_sweeps
+
     from .profiles import merge
 
-    params = merge(read_yaml(path), overlay or {})
-    for assignment in assignments:
-        params = set_value(params, assignment)
-    return validate(params, source or str(path))
+    base = merge(read_yaml(path), overlay or {})
+    points = get_hydra_sweeps({"params.yaml": list(assignments)}) if assignments else [{"params.yaml": []}]
+    checked = []
+    for point in points:
+        params = copy.deepcopy(base)
+        for assignment in point["params.yaml"]:
+            params = set_value(params, assignment)
+        checked.append(validate(params, source or str(path)))
+    return checked[0]
 
 
 @click.command()

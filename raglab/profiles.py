@@ -92,6 +92,12 @@ def set_param_args(overlay: dict[str, Any]) -> list[str]:
     return args
 
 
+def dvc_executable() -> str:
+    """The dvc installed with this Python (a venv's, even when it is not activated), else the one on PATH."""
+    venv_dvc = Path(sys.executable).with_name("dvc")
+    return str(venv_dvc) if venv_dvc.is_file() else "dvc"
+
+
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
 
@@ -158,7 +164,7 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
         check("params.yaml", overlay, user_sets, f"params.yaml with profile {profile}")
     except ParamsError as e:
         raise click.ClickException(str(e)) from None
-    cmd = ["dvc", "exp", "run", "-n", exp_name]
+    cmd = [dvc_executable(), "exp", "run", "-n", exp_name]
     if temp:
         cmd.append("--temp")
     cmd += set_param_args(overlay) + list(dvc_args)
