@@ -17,7 +17,7 @@ export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TMPDIR := $(CURDIR)/.cache/tmp
 export RAGLAB_CACHE := $(CURDIR)/.cache/raglab
 
-.PHONY: setup tiny-llm demo test select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-retriever real-cpu-generator \
+.PHONY: setup tiny-llm demo chromium test sweep plots select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-retriever real-cpu-generator \
 	real-cpu-math clean-cache
 
 setup: $(STAMP)
@@ -50,10 +50,30 @@ demo: setup $(TINY_LLM_DIR)/config.json
 
 DEMO_METRICS := ^Experiment$$|^test\.(base|tuned)\.(context_recall|context_relevance|hit@1|hit@5|mrr@10)$$|^test\.(base|sft)\.(em|cosine|origin)$$|^(base|sft|teacher)\.accuracy$$
 
+# Headless Chromium for the browser tests (Debian's package; Playwright drives it, no browser download).
+chromium:
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 test: export HF_HUB_OFFLINE := 1
-test: setup
+test: setup chromium
 	mkdir -p $(TMPDIR)
 	$(PY) -m pytest
+
+# A parameter sweep: one queued experiment per point of the grid of SWEEP (-S key=a,b ...) on top of PROFILE,
+# restricted to TARGETS (e.g. score@retrieval), run and shown (swept params and headline metrics only).
+PROFILE ?= demo
+SWEEP ?= -S 'train_embed.learning_rate=5e-5,2e-4'
+TARGETS ?= score@retrieval
+sweep: export HF_HUB_OFFLINE := 1
+sweep: setup $(TINY_LLM_DIR)/config.json
+	mkdir -p $(TMPDIR)
+	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.sweep $(PROFILE) $(SWEEP) $(TARGETS)
+
+# dvc plots show (no REVS) or dvc plots diff REVS as an HTML page that renders offline: dvc_plots/index.html
+REVS ?=
+plots: setup
+	$(PY) -m raglab.plots $(REVS)
 
 # Hyper-parameter selection for the cpu-minilm profile: the profile itself and each variant in
 # profiles/cpu-minilm-variants/ (its single-run form and one-change variants of that), with a
