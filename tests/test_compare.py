@@ -44,7 +44,8 @@ def write_scores(root: Path, recall: list[int], em: list[int], origin: list[int]
         json.dumps({"id": f"r{i}", "question": "问", "gold": "答", "prediction": "答", "em": 0, "cosine": 0.5,
                     "origin": o}) + "\n" for i, o in enumerate(origin)))
     (record / "metrics").mkdir(exist_ok=True)
-    (record / "metrics" / "generation.json").write_text(json.dumps({"test": {"sft": {"origin": float(np.mean(origin))}}}))
+    metrics = {"test": {"sft": {"origin": float(np.mean(origin))}}}
+    (record / "metrics" / "generation.json").write_text(json.dumps(metrics))
 
 
 def test_two_revisions_give_a_report_with_a_flagged_delta_and_a_noise_delta(tmp_path):
@@ -82,7 +83,8 @@ def test_two_revisions_give_a_report_with_a_flagged_delta_and_a_noise_delta(tmp_
     old = per_query_scores(*revision_reader("HEAD~1", str(tmp_path)))
     new = per_query_scores(*revision_reader("HEAD", str(tmp_path)))
     rows = {(r.run, r.track, r.system, r.metric): r for r in compare(old, new)}
-    recall_row, em_row = rows[("pipeline", "retrieval", "tuned", "context_recall")], rows[("pipeline", "generation", "sft", "em")]
+    recall_row = rows[("pipeline", "retrieval", "tuned", "context_recall")]
+    em_row = rows[("pipeline", "generation", "sft", "em")]
     assert abs(recall_row.delta - 0.1) < 1e-12 and recall_row.beyond_noise and recall_row.n == 700
     assert abs(em_row.delta - 0.005) < 1e-12 and not em_row.beyond_noise and em_row.low < 0 < em_row.high
     origin_row = rows[("rec", "generation", "sft", "origin")]
