@@ -21,11 +21,12 @@ from typing import Any
 import click
 import yaml
 
-from .formats import write_text
+from .formats import write_json, write_text
 from .params import check, parse_yaml
 
 PROFILE_DIR = Path("profiles")
 SCORES = "data/score"  # the per-query scores score writes
+RECORDS = "results"     # committed records of runs (--record), and their metrics.json: the baseline
 
 
 def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
@@ -122,7 +123,8 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
     ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults."""
     ref = experiment_ref(exp_name)
     dvc_yaml = yaml.safe_load(_git("show", f"{ref}:dvc.yaml"))
-    files = ["params.yaml", "dvc.lock", *dvc_yaml.get("metrics", [])]
+    metrics = [m for m in dvc_yaml.get("metrics", []) if not m.startswith(f"{RECORDS}/")]  # the pipeline's
+    files = ["params.yaml", "dvc.lock", *metrics]
     present = set(_git("ls-tree", "-r", "--name-only", ref).split())
     for rel in files:
         if rel in present:
@@ -141,7 +143,20 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
             continue
         write_text(Path(out_dir) / "score" / rel, text)
         recorded.append(f"score/{rel}")
+    write_baseline(Path(out_dir).parent)
     return recorded
+
+
+def write_baseline(records: Path) -> dict[str, Any]:
+    """``records/metrics.json``: every record's metrics files under its name, ``{run: {file stem: metrics}}``.
+    One file with unique keys (``real-cpu-generator.generation.test.sft.em``), so that ``dvc metrics show``
+    prints the baseline and ``dvc exp show`` columns stay apart from the pipeline's own metrics."""
+    baseline = {
+        run.name: {f.stem: json.loads(f.read_text(encoding="utf-8")) for f in sorted((run / "metrics").glob("*.json"))}
+        for run in sorted(records.iterdir()) if (run / "metrics").is_dir()
+    }
+    write_json(records / "metrics.json", baseline)
+    return baseline
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
