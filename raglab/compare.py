@@ -147,6 +147,8 @@ def _fmt(metric: str, value: float | None, signed: bool = False) -> str:
 
 def markdown(rows: Iterable[Row], base: str, head: str) -> str:
     rows = list(rows)
+    same = [r for r in rows if r.low == r.high == 0 and r.old == r.new]  # identical per-query scores
+    rows = [r for r in rows if r not in same]
     lines = [f"## Metrics: `{head}` vs `{base}`", "",
              "Percentages for EM, cosine, origin, context recall / relevance, hit@k and accuracy. The interval is a 95% "
              "paired bootstrap over the per-query scores; **bold** deltas are beyond it (the interval excludes 0), "
@@ -162,7 +164,8 @@ def markdown(rows: Iterable[Row], base: str, head: str) -> str:
         lines.append(f"| {r.metric} | {r.run} | {r.track} | {r.split} | {r.system} | {_fmt(r.metric, r.old)} | "
                      f"{_fmt(r.metric, r.new)} | {delta} | {interval} | {r.n} |")
     changed = sum(r.beyond_noise for r in rows)
-    lines += ["", f"{changed} of {len(rows)} deltas are beyond the noise."]
+    lines += ["", f"{changed} of {len(rows)} deltas are beyond the noise; {len(same)} metrics with identical "
+              "per-query scores in both revisions are not listed."]
     return "\n".join(lines) + "\n"
 
 

@@ -96,7 +96,7 @@ def test_two_revisions_give_a_report_with_a_flagged_delta_and_a_noise_delta(tmp_
     assert lines[0] == "## Parameters: `HEAD` vs `HEAD~1`"
     assert any("train_embed.learning_rate" in line and "1e-05" in line and "2e-05" in line for line in lines[:6])
     header = lines.index("| metric | run | track | split | system | base | head | Δ | 95% interval of Δ | n |")
-    body = lines[header + 2:header + 2 + len(rows)]
+    body = lines[header + 2:lines.index("", header)]
     # headline metrics first, in the brief's order; one line per system; signed deltas
     order = list(dict.fromkeys(b.split(" | ")[0].removeprefix("| ") for b in body))
     assert order == ["em", "cosine", "origin", "context_recall", "hit@1"]
@@ -104,5 +104,8 @@ def test_two_revisions_give_a_report_with_a_flagged_delta_and_a_noise_delta(tmp_
     assert "| +0.50 | [-" in em_line  # not bold: within the noise
     assert "| context_recall | pipeline | retrieval | test | tuned | " in text and "| **+10.00** |" in text
     assert "| origin | rec | generation | test | sft | " in text and "| **-5.00** |" in text
+    # unchanged metrics (pipeline origin, the record's EM and cosine) are counted, not listed
+    assert "| origin | pipeline |" not in text and "| em | rec |" not in text
+    assert "3 metrics with identical per-query scores in both revisions are not listed" in text
     # and dvc metrics diff of every metrics file, the recorded run's included
     assert "<details><summary>dvc metrics diff" in text and "results/rec/metrics/generation.json" in text
