@@ -177,7 +177,14 @@ def revision_reader(rev: str | None, repo: str = ".") -> tuple[Callable[[str], s
     fs = DVCFileSystem(repo, rev=rev)
 
     def read(path: str) -> str | None:
-        return fs.read_text(path, encoding="utf-8") if fs.isfile(path) else None
+        if not fs.isfile(path):
+            return None
+        try:
+            return fs.read_text(path, encoding="utf-8")
+        except FileNotFoundError:  # a DVC output of that revision in neither the cache nor the remote
+            click.echo(f"warning: {path} at {rev or 'the workspace'} is in no DVC cache or remote: "
+                       "its rows show as only in the other revision (dvc pull / dvc fetch it)", err=True)
+            return None
 
     def listdir(path: str) -> list[str]:
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) if fs.isdir(path) else []
