@@ -94,7 +94,7 @@ def show_command(keys: list[str], targets: tuple[str, ...]) -> list[str]:
     return ["exp", "show", "--no-pager", "--drop", ".*", "--keep", keep]
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command()
 @click.argument("profile")
 @click.option("-S", "--set-param", "assignments", multiple=True, required=True,
               help="group.key=a,b,... (repeat for a grid), as for dvc exp run --queue.")
