@@ -109,3 +109,13 @@ def test_record_copies_params_lock_and_metrics_of_the_experiment(tmp_path, monke
     assert baseline == {"cpu": {"retrieval": {"test": {"tuned": {"hit@1": 0.9}}}}}
     with pytest.raises(click.ClickException, match="no experiment 'other'"):
         record_experiment("other", "results/other")
+
+
+def test_every_point_of_a_sweep_is_validated_before_anything_is_queued():
+    from raglab.params import check
+    from raglab.schema import ParamsError
+
+    check(REPO / "params.yaml", None, ("train_embed.learning_rate=5e-5,2e-4", "train_llm.lora_rank=8,16"))
+    with pytest.raises(ParamsError, match="negatives: Input should be 'random' or 'hard' \\(got 'hardest'\\)"):
+        check(REPO / "params.yaml", None, ("train_embed.learning_rate=5e-5,2e-4",
+                                           "build_embed_negatives.negatives=random,hardest"))
