@@ -77,7 +77,7 @@ def merge_weights(model_dir: str | os.PathLike, run_dirs: list[str | os.PathLike
     fine-tuning taught and some of what it made the model forget. Both are chosen on the validation
     slice like any other hyper-parameter.
     """
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoTokenizer
 
     if not 0 <= base_share < 1:
         raise ValueError(f"train_embed.merge_base_share must be in [0, 1), got {base_share}")
@@ -106,6 +106,20 @@ def merge_weights(model_dir: str | os.PathLike, run_dirs: list[str | os.PathLike
             merged[key] = merged[key] + share * state[key]
     carrier.load_state_dict(merged, strict=False)
     carrier.save_pretrained(str(model_dir), safe_serialization=True)
+    # the tokenizer too: without it, sentence-transformers would build the folder an empty-vocabulary one
+    AutoTokenizer.from_pretrained(str(run_dirs[0]), trust_remote_code=trust_remote_code).save_pretrained(str(model_dir))
+
+
+def check_same_tokenizer(model_dir: str | os.PathLike, base_path: str, trust_remote_code: bool = False) -> None:
+    """Fail unless the saved model tokenizes like its base (fine-tuning never changes the tokenizer)."""
+    from transformers import AutoTokenizer
+
+    probe = "What was the company's net income in 2023? 公司2023年的净利润是多少？"
+    ours, base = (AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)(probe)["input_ids"]
+                  for path in (model_dir, base_path))
+    if ours != base:
+        raise RuntimeError(f"the saved embedder in {model_dir} tokenizes differently from its base {base_path} "
+                           f"({ours[:8]}... vs {base[:8]}...): its tokenizer files were not saved correctly")
 
 
 def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[str], output_dir: str):
@@ -249,6 +263,7 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
         else:
             shutil.copytree(run_dirs[0], work_dir, ignore=shutil.ignore_patterns("checkpoint-*", "done.json"))
     write_sentence_transformers_config(work_dir, base.pooling, hp["passage_max_len"], base.query_instruction)
+    check_same_tokenizer(work_dir, base.local_path(), base.trust_remote_code)
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(work_dir, output_dir)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume

@@ -125,5 +125,11 @@ def test_a_soup_is_the_mean_of_the_runs_it_trains(tmp_path, minilm_dir, params):
     assert not torch.equal(first["embeddings.word_embeddings.weight"], second["embeddings.word_embeddings.weight"])
     for key, value in soup.items():
         assert torch.allclose(value, (first[key] + second[key]) / 2, atol=1e-6), key
+    # the merged folder keeps the base's tokenizer (it once got an empty-vocabulary one: retrieval at chance)
+    from transformers import AutoTokenizer
+
+    text = "What was the net income?"
+    assert AutoTokenizer.from_pretrained(tmp_path / "soup")(text)["input_ids"] == \
+        AutoTokenizer.from_pretrained(minilm_dir)(text)["input_ids"]
     with pytest.raises(ValueError, match="soup_size"):
         train("none", soup_size=0)
