@@ -273,7 +273,8 @@ def test_push_then_pull_into_a_fresh_clone_gives_identical_outputs(dvc_repo, rem
     run(["gto", "assign", "embedder", "--version", "v0.1.0", "--stage", "prod"], clone, env)
     run(["git", "push", "-q", "origin", "--tags"], clone, env)
     got = tmp_path / "got"
-    run(["dvc", "artifacts", "get", str(origin), "embedder", "--stage", "prod", "-o", str(got)], tmp_path, env)
+    # a file:// URL: a bare path inside another git checkout (CI's temp dir is) would open that checkout
+    run(["dvc", "artifacts", "get", origin.as_uri(), "embedder", "--stage", "prod", "-o", str(got)], tmp_path, env)
     assert (got / "model.safetensors").read_bytes() == (root / "models" / "embedder" / "model.safetensors").read_bytes()
 
 
