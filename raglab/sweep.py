@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -34,8 +35,10 @@ TRACK_COLUMNS = {
 
 
 def dvc(*args: str, check: bool = True) -> str:
-    # dvc queue start spawns its worker through PATH: put this Python's scripts first
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    # dvc queue start spawns its worker through PATH: put this Python's scripts first; dvc exp show, whose
+    # output is captured here, lays its table out for this terminal's width (100 columns if there is none)
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "COLUMNS": str(shutil.get_terminal_size((100, 24)).columns)}
     proc = subprocess.run([dvc_executable(), *args], capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise click.ClickException(f"dvc {' '.join(args)} failed:\n{(proc.stdout + proc.stderr).strip()[-3000:]}")
