@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,8 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
     metrics = [m for m in dvc_yaml.get("metrics", []) if not m.startswith(f"{RECORDS}/")]  # the pipeline's
     files = ["params.yaml", "dvc.lock", *metrics]
     present = set(_git("ls-tree", "-r", "--name-only", ref).split())
+    for stale in ("metrics", "score"):  # a record is one run's, nothing left from an earlier one
+        shutil.rmtree(Path(out_dir) / stale, ignore_errors=True)
     for rel in files:
         if rel in present:
             write_text(Path(out_dir) / rel, _git("show", f"{ref}:{rel}"))

@@ -101,12 +101,15 @@ def test_record_copies_params_lock_and_metrics_of_the_experiment(tmp_path, monke
     git("reset", "-q", "--hard", head)
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "cpu" / "metrics").mkdir(parents=True)
+    (tmp_path / "results" / "cpu" / "metrics" / "math.json").write_text("{}")  # from an earlier run: goes
     assert record_experiment("cpu", "results/cpu") == ["params.yaml", "dvc.lock", "metrics/retrieval.json"]
     assert (tmp_path / "results/cpu/params.yaml").read_text() == "train_embed:\n  epochs: 3\n"
     assert (tmp_path / "results/cpu/metrics/retrieval.json").read_text().startswith('{"test"')
     # the baseline: every record's metrics under its name, one file that dvc.yaml lists
     baseline = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert baseline == {"cpu": {"retrieval": {"test": {"tuned": {"hit@1": 0.9}}}}}
+    assert not (tmp_path / "results" / "cpu" / "metrics" / "math.json").exists()
     with pytest.raises(click.ClickException, match="no experiment 'other'"):
         record_experiment("other", "results/other")
 
