@@ -17,7 +17,6 @@ pull-request workflow (``.github/workflows/pull-request.yml``) posts it as the j
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from .profiles import dvc_executable
+from .profiles import run_dvc
 
 HEADLINE = ("em", "cosine", "origin", "context_recall", "context_relevance")
 PERCENT_METRICS = {"em", "cosine", "origin", "context_recall", "context_relevance", "accuracy"}
@@ -194,11 +193,7 @@ def revision_reader(rev: str | None, repo: str = ".") -> tuple[Callable[[str], s
 
 def dvc_diff(kind: str, base: str, head: str | None, repo: str) -> str:
     """``dvc params diff`` / ``dvc metrics diff`` of the two revisions as Markdown (head None: the workspace)."""
-    cmd = [dvc_executable(), kind, "diff", "--md", base, *([head] if head else [])]
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise click.ClickException(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-2000:]}")
-    table = proc.stdout.strip()
+    table = run_dvc(kind, "diff", "--md", base, *([head] if head else []), cwd=repo).strip()
     return table if len(table.splitlines()) > 2 else ""  # a header without rows: nothing changed
 
 

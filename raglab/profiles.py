@@ -100,6 +100,16 @@ def dvc_executable() -> str:
     return str(venv_dvc) if venv_dvc.is_file() else "dvc"
 
 
+def run_dvc(*args: str, cwd: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+            check: bool = True) -> str:
+    """``dvc ARGS``' standard output; a failure raises with the end of what it printed."""
+    cmd = [dvc_executable(), *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise click.ClickException(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr).strip()[-3000:]}")
+    return proc.stdout
+
+
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
 

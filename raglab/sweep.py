@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from .profiles import dvc_executable
+from .profiles import run_dvc
 
 # The first headline metric of each track, for its trained system (the untuned ones do not move in a sweep):
 # DVC's column names are long, and more of them would not fit a 100-column terminal beside the swept keys.
@@ -39,10 +39,7 @@ def dvc(*args: str, check: bool = True) -> str:
     # output is captured here, lays its table out for this terminal's width (100 columns if there is none)
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
            "COLUMNS": str(shutil.get_terminal_size((100, 24)).columns)}
-    proc = subprocess.run([dvc_executable(), *args], capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise click.ClickException(f"dvc {' '.join(args)} failed:\n{(proc.stdout + proc.stderr).strip()[-3000:]}")
-    return proc.stdout
+    return run_dvc(*args, env=env, check=check)
 
 
 def swept_keys(assignments: tuple[str, ...]) -> list[str]:
