@@ -1,9 +1,12 @@
-"""Dense retrieval: encode with an embedding model, search with faiss.
+"""Retrieval: dense (an embedding model + faiss), lexical (BM25 over jieba tokens) and their fusion.
 
 Encoding goes through FlagEmbedding's ``FlagModel`` (the inference side of the
 trainer used in ``train_embed``), so pooling, normalisation and the query
-instruction are the same at training and at retrieval time. Search is exact
-inner product over L2-normalised vectors, i.e. cosine similarity.
+instruction are the same at training and at retrieval time. Dense search is exact
+inner product over L2-normalised vectors, i.e. cosine similarity. BM25 (``bm25s``)
+scores jieba's word segmentation, the usual lexical retriever for Chinese text; a
+hybrid fuses rankings by reciprocal rank (RRF). A ranking is a list of
+``(passage index, score)`` pairs per query, best first.
 """
 
 from __future__ import annotations
@@ -92,11 +95,56 @@ class DenseIndex:
         return scores, ids
 
 
-def retrieve(embedder: Any, queries: list[str], kb: list[str], k: int) -> list[list[dict]]:
-    """Top-``k`` knowledge-base passages per query, best first, with cosine scores."""
+Ranking = list[tuple[int, float]]  # (passage index, score), best first
+
+
+def dense_rankings(embedder: Any, queries: list[str], kb: list[str], k: int) -> list[Ranking]:
+    """Top-``k`` knowledge-base passages per query by cosine similarity."""
     index = DenseIndex(encode_passages(embedder, kb))
     scores, ids = index.search(encode_queries(embedder, queries), k)
-    return [
-        [{"text": kb[j], "score": round(float(s), 6)} for s, j in zip(row_s, row_i) if j >= 0]
-        for row_s, row_i in zip(scores, ids)
-    ]
+    return [[(int(j), float(s)) for s, j in zip(row_s, row_i) if j >= 0] for row_s, row_i in zip(scores, ids)]
+
+
+def retrieve(embedder: Any, queries: list[str], kb: list[str], k: int) -> list[list[dict]]:
+    """Top-``k`` knowledge-base passages per query, best first, with cosine scores."""
+    return [[{"text": kb[j], "score": round(s, 6)} for j, s in ranking]
+            for ranking in dense_rankings(embedder, queries, kb, k)]
+
+
+def words(text: str) -> list[str]:
+    """jieba's segmentation of ``text``, lower-cased, without whitespace and punctuation tokens."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return [t.lower() for t in jieba.lcut(text) if any(c.isalnum() for c in t)]
+
+
+class BM25Index:
+    """Okapi BM25 (``bm25s``, its default k1 1.5, b 0.75) over the jieba words of each passage."""
+
+    def __init__(self, passages: list[str]):
+        import bm25s
+
+        self.size = len(passages)
+        self.bm25 = bm25s.BM25()
+        # bm25s needs at least one token per document; an empty passage gets a token no query has
+        self.bm25.index([words(p) or ["\x00"] for p in passages], show_progress=False)
+
+    def search(self, queries: list[str], k: int) -> list[Ranking]:
+        k = min(k, self.size)
+        ids, scores = self.bm25.retrieve([words(q) or ["\x00"] for q in queries], k=k, show_progress=False)
+        # a query sharing no word with any passage scores 0 everywhere: no ranking then
+        return [[(int(j), float(s)) for j, s in zip(row_i, row_s) if s > 0] for row_i, row_s in zip(ids, scores)]
+
+
+def reciprocal_rank_fusion(rankings: list[list[Ranking]], k: int, rrf_k: int = 60) -> list[Ranking]:
+    """Fuse several retrievers' rankings of the same queries: score = sum of 1 / (rrf_k + rank)
+    (Cormack et al., 2009); ties keep the first retriever's order."""
+    fused = []
+    for per_query in zip(*rankings):
+        scores: dict[int, float] = {}
+        for ranking in per_query:
+            for rank, (j, _) in enumerate(ranking, start=1):
+                scores[j] = scores.get(j, 0.0) + 1.0 / (rrf_k + rank)
+        fused.append(sorted(scores.items(), key=lambda item: -item[1])[:k])
+    return fused
