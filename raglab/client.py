@@ -9,7 +9,9 @@ instead of losing the batch. API keys come from environment variables only.
 Every reply can go through a ``ResponseCache`` (SQLite, outside DVC's outputs): the key is the
 system identity, the messages, the sampling parameters and the sample index; a reply is committed
 the moment it arrives, so a killed run, re-run, asks only for what is missing, and a re-scored
-run pays nothing. Errors are never cached.
+run pays nothing. Errors are never cached. Libraries that make their own calls (ragas' judge)
+get an ``openai.AsyncOpenAI`` whose HTTP transport goes through the same cache
+(``cached_async_client``).
 
 Reasoning models return their reasoning either in a separate ``reasoning_content`` field
 (DeepSeek-R1's API, vLLM's reasoning parsers) or inline in ``<think>…</think>``; ``Reply`` keeps
@@ -110,6 +112,7 @@ class ResponseCache:
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS http (key TEXT PRIMARY KEY, body BLOB NOT NULL)")
         self._db.commit()
 
     @staticmethod
@@ -131,12 +134,92 @@ class ResponseCache:
             self._db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, data))
             self._db.commit()
 
+    def get_body(self, key: str) -> bytes | None:
+        """A cached HTTP response body (``CachingTransport``)."""
+        with self._lock:
+            row = self._db.execute("SELECT body FROM http WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put_body(self, key: str, body: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO http (key, body) VALUES (?, ?)", (key, body))
+            self._db.commit()
+
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+            return (self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+                    + self._db.execute("SELECT COUNT(*) FROM http").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
+
+
+class CachingTransport:
+    """An ``httpx`` async transport that answers a POST from the ``ResponseCache`` when it can.
+
+    The key is the cache identity (what answers: an API's URL and model, or served weights), the
+    URL path and the JSON body; the n-th identical request of a run gets its own entry (ragas asks
+    the same question-generation prompt ``strictness`` times), so a re-run replays every reply in
+    order. Only successful responses are stored, so the client's retries still see errors.
+    ``base_url`` is called on the first cache miss: a served judge starts only then."""
+
+    def __init__(self, cache: ResponseCache, identity: str, base_url):
+        import httpx
+
+        self.cache, self.identity, self.base_url = cache, identity, base_url
+        self.inner = httpx.AsyncHTTPTransport()
+        self.seen: dict[str, int] = {}
+        self.hits = self.misses = 0
+
+    def key(self, request) -> str:
+        try:
+            body = json.dumps(json.loads(request.content), sort_keys=True, ensure_ascii=False)
+        except ValueError:
+            body = request.content.decode("utf-8", "replace")
+        base = hashlib.sha256(json.dumps([self.identity, request.url.path, body]).encode()).hexdigest()
+        n = self.seen.get(base, 0)
+        self.seen[base] = n + 1
+        return f"http:{base}:{n}"
+
+    async def handle_async_request(self, request):
+        import httpx
+
+        await request.aread()
+        key = self.key(request)
+        body = self.cache.get_body(key)
+        if body is not None:
+            self.hits += 1
+            return httpx.Response(200, headers={"content-type": "application/json"}, content=body, request=request)
+        self.misses += 1
+        real = httpx.URL(self.base_url().rstrip("/") + request.url.path.split("/v1", 1)[-1])
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        outgoing = httpx.Request(request.method, real, headers=headers, content=request.content)
+        response = await self.inner.handle_async_request(outgoing)
+        body = await response.aread()
+        await response.aclose()
+        if response.status_code == 200:
+            self.cache.put_body(key, body)
+        headers = {k: v for k, v in response.headers.items()
+                   if k.lower() not in {"content-encoding", "transfer-encoding", "content-length", "connection"}}
+        return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def cached_async_client(endpoint: Endpoint, cache: ResponseCache, identity: str, *, timeout_s: float,
+                        max_retries: int):
+    """``(openai.AsyncOpenAI, CachingTransport)`` for a library that makes its own requests to ``endpoint``.
+    The client sees a placeholder URL: the endpoint's own (``endpoint.base_url``) is read on the first
+    cache miss, so a served endpoint starts only when a request needs it."""
+    import httpx
+    from openai import AsyncOpenAI
+
+    transport = CachingTransport(cache, identity, lambda: endpoint.base_url)
+    http_client = httpx.AsyncClient(transport=transport, timeout=timeout_s)
+    client = AsyncOpenAI(base_url="http://endpoint.invalid/v1", api_key=endpoint.api_key(), timeout=timeout_s,
+                         max_retries=max_retries, http_client=http_client)
+    return client, transport
 
 
 async def _chat_all(endpoint: Endpoint, requests: list[Request], sampling: Sampling, concurrency: int,

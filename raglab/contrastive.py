@@ -71,6 +71,15 @@ def seeded_split(n: int, test_size: float, seed: int) -> tuple[list[int], list[i
     return list(parts["train"]["i"]), list(parts["test"]["i"])
 
 
+def seeded_group_split(keys: Sequence[str], test_size: float, seed: int) -> tuple[list[int], list[int]]:
+    """Like ``seeded_split``, but over the distinct ``keys`` (e.g. passages): all rows with one key
+    land on the same side, so no passage of a test query is trained on."""
+    groups = list(dict.fromkeys(keys))
+    _, test_g = seeded_split(len(groups), test_size, seed)
+    test_keys = {groups[i] for i in test_g}
+    return [i for i, k in enumerate(keys) if k not in test_keys], [i for i, k in enumerate(keys) if k in test_keys]
+
+
 def validate_pairs(rows: Sequence[dict], indices: Sequence[int], report: StageReport,
                    query_field: str = "question", passage_field: str = "context") -> list[QAPair]:
     """Keep rows with a non-empty query and passage; count the others in ``report``."""

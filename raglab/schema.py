@@ -96,6 +96,8 @@ class Embedder(Group):
 
 
 class BuildEmbedNegatives(Group):
+    source: str = Field(min_length=1)
+    split_by: Literal["row", "passage"]
     seed: int
     test_size: float = Share()
     val_size: float = Field(ge=0, lt=1)
@@ -173,6 +175,7 @@ class TrainEmbed(Trainer):
     length_buckets: int = PositiveInt()
     merge_base_share: float = Field(ge=0, lt=1)
     soup_size: int = PositiveInt()
+    add_unknown_chars: int = Field(ge=0)
     save_steps: int = PositiveInt()
 
 
@@ -239,10 +242,44 @@ class MathServe(Group):
     temperature: float = Field(ge=0)
 
 
+class Hybrid(Group):
+    of: list[Literal["bm25", "base", "tuned"]] = Field(min_length=2)
+    rrf_k: int = Field(ge=0)
+
+
+class RouterParams(Group):
+    kind: Literal["embedding", "llm"]
+    seed: int
+    max_per_route: int = PositiveInt()
+    prompt: str
+    endpoint: External | None
+
+    @field_validator("prompt")
+    @classmethod
+    def _question(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("the router prompt must contain {question}")
+        return v
+
+
+class RagServe(Group):
+    splits: list[Literal["test", "val"]] = Field(min_length=1)
+    retrievers: list[Literal["bm25", "base", "tuned", "hybrid"]] = Field(min_length=1)
+    hybrid: Hybrid
+    top_k: int = PositiveInt()
+    rank_depth: int = PositiveInt()
+    generators: list[Literal["base", "sft"]]
+    external: list[External]
+    max_tokens: int = PositiveInt()
+    temperature: float = Field(ge=0)
+    router: RouterParams
+
+
 class ServeInfer(Group):
     retrieval: RetrievalServe
     generation: GenerationServe
     math: MathServe
+    rag: RagServe
 
 
 class RetrievalScore(Group):
@@ -266,9 +303,38 @@ class GenerationScore(Group):
     cosine_embedder: CosineEmbedder
 
 
+class Judge(Group):
+    kind: Literal["none", "endpoint", "served"]
+    base_url: str | None
+    model: str | None
+    api_key_env: str | None
+    mode: Literal["json", "json_schema"]
+    max_tokens: int = PositiveInt()
+    strictness: int = PositiveInt()
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> Judge:
+        if self.kind == "endpoint" and not (self.base_url and self.model):
+            raise ValueError("a judge of kind endpoint needs base_url and model")
+        return self
+
+
+class RagScore(Group):
+    hit_at: list[int] = Field(min_length=1)
+    judge: Judge
+
+
 class Score(Group):
     retrieval: RetrievalScore
     generation: GenerationScore
+    rag: RagScore
+
+
+class Assistant(Group):
+    retriever: Literal["bm25", "base", "tuned", "hybrid"]
+    generator: Literal["base", "sft"]
+    host: str
+    port: int = Field(ge=1, le=65535)
 
 
 class Params(Group):
@@ -284,12 +350,18 @@ class Params(Group):
     serving: Serving
     serve_infer: ServeInfer
     score: Score
+    assistant: Assistant
 
     @model_validator(mode="after")
     def _across_groups(self) -> Params:
         top_k, top_n = self.serve_infer.retrieval.top_k, self.score.retrieval.context_top_n
         if top_n > top_k:
             raise ValueError(f"score.retrieval.context_top_n ({top_n}) must not exceed serve_infer.retrieval.top_k ({top_k})")
+        rag = self.serve_infer.rag
+        if rag.top_k > rag.rank_depth:
+            raise ValueError(f"serve_infer.rag.top_k ({rag.top_k}) must not exceed serve_infer.rag.rank_depth ({rag.rank_depth})")
+        if too_deep := [k for k in self.score.rag.hit_at if k > rag.rank_depth]:
+            raise ValueError(f"score.rag.hit_at {too_deep} must not exceed serve_infer.rag.rank_depth ({rag.rank_depth})")
         return self
 
 

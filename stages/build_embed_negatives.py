@@ -1,4 +1,10 @@
-"""Stage `build_embed_negatives`: contrastive training rows, eval sets and knowledge bases."""
+"""Stage `build_embed_negatives`: contrastive training rows, eval sets and knowledge bases.
+
+The source (params `build_embed_negatives.source`, which dvc.yaml also reads for the stage's command
+and dependency) holds question/context pairs: financial-qa-10K, or build_sft's `pairs.jsonl`, the
+questions of CMRC's training passages, for an embedder tuned on the RAG system's own language and
+domain. With `split_by: passage`, all questions of one passage land on the same side of each split.
+"""
 
 from pathlib import Path
 
@@ -10,6 +16,7 @@ from raglab.contrastive import (
     eval_split,
     mine_hard_negatives,
     random_negatives,
+    seeded_group_split,
     seeded_split,
     validate_pairs,
 )
@@ -22,22 +29,28 @@ from raglab.retrieval import EmbedderConfig, load_embedder
 
 @click.command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
-@click.option("--source", default="data/raw/financial_qa/train.jsonl", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", default="data/embed", show_default=True, type=click.Path(file_okay=False))
-def main(params_file: str, source: str, out_dir: str) -> None:
+def main(params_file: str, out_dir: str) -> None:
+    """Contrastive rows from the question/context pairs of params build_embed_negatives.source."""
     params = load_params(params_file)
     p = section(params, "build_embed_negatives", params_file)
+    source = p["source"]
     out = Path(out_dir)
     with StageReport("build_embed_negatives", out / "report.json") as report:
         rows = read_jsonl(source)
         report.add_read(source, len(rows))
 
-        train_idx, test_idx = seeded_split(len(rows), p["test_size"], p["seed"])
+        def split(items, share, key):
+            if p["split_by"] == "passage":
+                return seeded_group_split([key(x) for x in items], share, p["seed"])
+            return seeded_split(len(items), share, p["seed"])
+
+        train_idx, test_idx = split(rows, p["test_size"], lambda r: str(r.get("context")))
         train = validate_pairs(rows, train_idx, report)
         test = eval_split(validate_pairs(rows, test_idx, report))
         splits = {"test": test}
         if p["val_size"]:
-            fit_idx, val_idx = seeded_split(len(train), p["val_size"], p["seed"])
+            fit_idx, val_idx = split(train, p["val_size"], lambda pair: pair.passage)
             splits["val"] = eval_split([train[i] for i in val_idx])
             train = [train[i] for i in fit_idx]
 

@@ -1,4 +1,6 @@
-"""Stage `build_sft`: CMRC 2018 reading comprehension -> SFT records (Alpaca and messages) + eval sets."""
+"""Stage `build_sft`: CMRC 2018 reading comprehension -> SFT records (Alpaca and messages), eval sets, the RAG
+system's knowledge bases (the passages of each eval split) and the question/passage pairs of the training
+passages (`pairs.jsonl`: what build_embed_negatives tunes the RAG system's embedder on)."""
 
 from pathlib import Path
 
@@ -8,6 +10,7 @@ from raglab.errors import run
 from raglab.formats import write_jsonl
 from raglab.params import load_params, section
 from raglab.prompts import check_template
+from raglab.rag import unique_passages, write_kb
 from raglab.report import StageReport
 from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
 from raglab.sources import read_downloaded
@@ -30,6 +33,10 @@ def main(params_file: str, source_dir: str, out_dir: str) -> None:
             train, evaluation = split_by_passage(load(p["train_split"]), p["eval_size"], p["seed"])
         else:
             train, evaluation = load(p["train_split"]), load(p["eval_split"])
+        # every question of every training passage, before sampling: no eval passage is among them
+        report.add_wrote("pairs.jsonl", write_jsonl(out / "pairs.jsonl", (
+            {"id": e.id, "question": e.question, "context": e.context} for e in train)))
+        kb = {"test": unique_passages([{"context": e.context} for e in evaluation])}  # the whole split's passages
         train = sample(train, p["max_samples"], p["seed"])
         evaluation = sample(evaluation, p["max_eval"], p["seed"])
         fit, val = split_by_passage(train, p["val_size"], p["seed"]) if p["val_size"] else (train, [])
@@ -39,8 +46,10 @@ def main(params_file: str, source_dir: str, out_dir: str) -> None:
             report.add_wrote(f"{name}.jsonl", write_jsonl(out / f"{name}.jsonl", (alpaca_record(e, template, system) for e in examples)))
             write_jsonl(out / f"{name}_messages.jsonl", (messages_record(e, template, system) for e in examples))
         # eval sets for serve_infer: the eval split (test) and the held-out training passages (val, to choose on)
+        kb["val"] = unique_passages([{"context": e.context} for e in val])
         for name, examples in [("test", evaluation), ("val", val)]:
             report.add_wrote(f"eval/{name}.jsonl", write_jsonl(out / "eval" / f"{name}.jsonl", (eval_record(e) for e in examples)))
+            report.add_wrote(f"eval/{name}_kb.jsonl", write_kb(out / "eval" / f"{name}_kb.jsonl", kb[name]))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ track never re-runs another:
 - math: distill_cot's GSM8K eval questions, with the distillation prompt, to `base`, `sft` (their
   assistant turn starts with `think_prefix`), the `teacher` (served or external, as it was asked
   during distillation) and external systems.
+- rag: the RAG system (`raglab.rag`): every retriever ranks a knowledge base of the eval split's
+  passages for each eval question, and every generator answers from the top-k passages, i.e. the
+  grid retriever x generator. The router is trained (embedding) or asked (llm) and its routes of
+  held-out CMRC and GSM8K questions are written for the routing accuracy.
 
 Replies go through the response cache (`RAGLAB_CACHE`), so scoring a run again asks nothing twice.
 Servers are always shut down.
@@ -29,9 +33,11 @@ from raglab.formats import folder_fingerprint, read_jsonl, read_lines, write_jso
 from raglab.models import cache_dir
 from raglab.params import load_params, section
 from raglab.prompts import chat_messages, render, render_question
+from raglab.rag import Retrievers, rag_messages, read_kb
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder, retrieve
-from raglab.serving import SFT_NAME, local_endpoints
+from raglab.routing import MATH, RAG, EmbeddingRouter, balanced_sample, route_from_reply, router_messages
+from raglab.serving import BASE_NAME, SFT_NAME, local_endpoints
 from raglab.teacher import teacher_endpoint
 
 TEACHER = "teacher"
@@ -144,8 +150,100 @@ def run_math(params: dict, distill_dir: Path, base_dir: str, adapter: str, teach
                               identity, TEACHER))
 
 
+def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_rows: list[dict], r: dict,
+                      report: StageReport) -> tuple[dict, dict]:
+    """The router's training questions (CMRC training passages' questions, GSM8K questions outside the maths
+    eval set; a seeded sample per route) and its held-out ones (the CMRC and GSM8K eval questions)."""
+    math_eval = [row["question"] for row in read_jsonl(distill_dir / "eval.jsonl")]
+    held_out = set(math_eval)
+    gsm8k = [row["question"] for f in sorted(gsm8k_dir.glob("*.jsonl")) for row in read_jsonl(f)]
+    cmrc = [row["question"] for row in read_jsonl(sft_dir / "pairs.jsonl")]
+    train = {MATH: balanced_sample([q for q in gsm8k if q not in held_out], r["max_per_route"], r["seed"]),
+             RAG: balanced_sample(cmrc, r["max_per_route"], r["seed"])}
+    evaluation = {MATH: math_eval, RAG: [row["question"] for row in split_rows]}
+    for route in (MATH, RAG):
+        report.add_read(f"router {route} questions (train / held out)", len(train[route]))
+        report.extra.setdefault("router", {})[route] = {"train": len(train[route]), "held_out": len(evaluation[route])}
+    return train, evaluation
+
+
+def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tuned_embedder: str, base_dir: str,
+            adapter: str, out: Path, report: StageReport) -> None:
+    rag, prompt, serving = params["serve_infer"]["rag"], params["prompt"], params["serving"]
+    router = rag["router"]
+    if router["kind"] == "llm" and router["endpoint"] is None and BASE_NAME not in rag["generators"]:
+        raise click.ClickException("serve_infer.rag.router: the llm router without an endpoint asks the base "
+                                   "LLM, so serve_infer.rag.generators must include base")
+    splits = {}
+    for split in rag["splits"]:
+        rows, kb_path = read_jsonl(sft_dir / "eval" / f"{split}.jsonl"), sft_dir / "eval" / f"{split}_kb.jsonl"
+        if not rows:
+            raise click.ClickException(f"build_sft wrote no eval questions for split '{split}' "
+                                       "(val needs build_sft.val_size > 0)")
+        splits[split] = (rows, read_kb(kb_path))
+        report.add_read(f"{split} questions", len(rows))
+        report.add_read(f"{split} knowledge base ({kb_path})", len(splits[split][1]))
+
+    # retrieval: every retriever over every split, ranked to rank_depth
+    ranked = {}
+    for split, (rows, kb) in splits.items():
+        retrievers = Retrievers(kb, params, tuned_embedder)
+        position = {text: i for i, text in enumerate(kb)}
+        questions = [row["question"] for row in rows]
+        for name in rag["retrievers"]:
+            rankings = retrievers.search(name, questions, rag["rank_depth"])
+            ranked[split, name] = rankings
+            results = [{"id": row["id"], "question": row["question"], "gold_passage": position[row["context"]],
+                        "ranked": [{"passage": j, "score": round(score, 6)} for j, score in ranking]}
+                       for row, ranking in zip(rows, rankings)]
+            report.add_wrote(f"{split}/retrieval/{name}.jsonl",
+                             write_jsonl(out / split / "retrieval" / f"{name}.jsonl", results))
+
+    # routing: train the embedding router now; the llm router is asked while its model is served
+    train_q, eval_q = routing_questions(sft_dir, distill_dir, gsm8k_dir, splits[rag["splits"][0]][0], router, report)
+    labels = [route for route in (MATH, RAG) for _ in eval_q[route]]
+    held_out = [q for route in (MATH, RAG) for q in eval_q[route]]
+    cache = ResponseCache(cache_dir() / "responses.sqlite")
+    sampling = Sampling(rag["max_tokens"], rag["temperature"])
+
+    def save_routes(predicted: list[str]) -> None:
+        report.add_wrote("routing.jsonl", write_jsonl(out / "routing.jsonl", (
+            {"question": q, "route": label, "predicted": p} for q, label, p in zip(held_out, labels, predicted))))
+
+    def llm_route(endpoint: Endpoint, identity: str) -> None:
+        chats = [router_messages(router["prompt"], prompt["system"], q) for q in held_out]
+        replies = ask(endpoint, chats, Sampling(8, 0.0), serving, cache, identity, "router")
+        save_routes([route_from_reply(reply.content) for reply in replies])
+
+    if router["kind"] == "embedding":
+        embedder = load_embedder(EmbedderConfig.from_params(params))
+        model = EmbeddingRouter.fit(embedder, train_q[MATH], train_q[RAG], router["seed"])
+        model.save(out / "router", {"embedder": params["embedder"]["model"], "train": {k: len(v) for k, v in train_q.items()}})
+        save_routes(model.route(held_out))
+    elif router["endpoint"] is not None:
+        ep = router["endpoint"]
+        llm_route(Endpoint(ep["base_url"], ep["model"], ep.get("api_key_env")), f"{ep['base_url']}|{ep['model']}")
+
+    # generation: every generator answers every question from each retriever's top_k passages
+    local = [g for g in rag["generators"]]
+    generators = dict(params["serve_infer"]["rag"], systems=local)
+    for generator, endpoint, identity in systems_to_ask(params, generators, base_dir, adapter, out):
+        if router["kind"] == "llm" and router["endpoint"] is None and generator == BASE_NAME:
+            llm_route(endpoint, identity)
+        for split, (rows, kb) in splits.items():
+            for name in rag["retrievers"]:
+                passages = [[kb[j] for j, _ in ranking[:rag["top_k"]]] for ranking in ranked[split, name]]
+                chats = [rag_messages(prompt, row["question"], ps) for row, ps in zip(rows, passages)]
+                replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{name}+{generator} {split}")
+                results = [{"id": row["id"], "question": row["question"], "gold": row["answers"],
+                            "gold_passage": row["context"], "passages": ps, "prediction": reply.content}
+                           for row, ps, reply in zip(rows, passages, replies)]
+                system = f"{name}+{generator}"
+                report.add_wrote(f"{split}/{system}.jsonl", write_jsonl(out / split / f"{system}.jsonl", results))
+
+
 @click.command()
-@click.argument("part", type=click.Choice(["retrieval", "generation", "math"]))
+@click.argument("part", type=click.Choice(["retrieval", "generation", "math", "rag"]))
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--eval", "eval_path", required=True, type=click.Path(exists=True),
               help="retrieval: build_embed_negatives' output; generation: build_sft's; math: distill_cot's.")
@@ -155,13 +253,20 @@ def run_math(params: dict, distill_dir: Path, base_dir: str, adapter: str, teach
               help="generation, math: the base LLM folder (download@llm).")
 @click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False, exists=True),
               help="math: the teacher folder (download@teacher).")
+@click.option("--embedder", "embedder_dir", type=click.Path(file_okay=False, exists=True),
+              help="rag: the tuned embedder (train_embed).")
+@click.option("--math", "math_dir", type=click.Path(file_okay=False, exists=True),
+              help="rag: distill_cot's output (its eval questions are the router's held-out maths questions).")
+@click.option("--gsm8k", "gsm8k_dir", type=click.Path(file_okay=False, exists=True),
+              help="rag: download's GSM8K folder (the router's training maths questions).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 def main(part: str, params_file: str, eval_path: str, model_dir: str, base_dir: str | None, teacher_dir: str | None,
-         out_dir: str) -> None:
+         embedder_dir: str | None, math_dir: str | None, gsm8k_dir: str | None, out_dir: str) -> None:
     """Run the PART systems over the eval set; write their outputs to --out."""
     params = load_params(params_file)
     groups = {"retrieval": ("serve_infer", "embedder"), "generation": ("serve_infer", "llm", "prompt", "serving"),
-              "math": ("serve_infer", "llm", "prompt", "serving", "distill_cot")}[part]
+              "math": ("serve_infer", "llm", "prompt", "serving", "distill_cot"),
+              "rag": ("serve_infer", "llm", "prompt", "serving", "embedder")}[part]
     for group in groups:
         section(params, group, params_file)
     if part != "retrieval" and base_dir is None:
@@ -172,6 +277,11 @@ def main(part: str, params_file: str, eval_path: str, model_dir: str, base_dir: 
             run_retrieval(params, Path(eval_path), model_dir, out, report)
         elif part == "generation":
             run_generation(params, Path(eval_path), base_dir, model_dir, out, report)
+        elif part == "rag":
+            if None in (embedder_dir, math_dir, gsm8k_dir):
+                raise click.UsageError("serve_infer rag needs --embedder, --math and --gsm8k")
+            run_rag(params, Path(eval_path), Path(math_dir), Path(gsm8k_dir), embedder_dir, base_dir, model_dir, out,
+                    report)
         else:
             if teacher_dir is None and TEACHER in params["serve_infer"]["math"]["systems"]:
                 raise click.UsageError("serve_infer math with the teacher system needs --teacher")

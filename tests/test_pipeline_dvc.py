@@ -30,7 +30,7 @@ from raglab.profiles import flatten, load_profile
 REPO = Path(__file__).resolve().parents[1]
 ALL_STAGES = {"download@data", "download@llm", "download@teacher", "build_sft", "distill_cot",
               "build_embed_negatives", "train_llm", "train_embed", "serve_infer@retrieval", "serve_infer@generation",
-              "serve_infer@math", "score@retrieval", "score@generation", "score@math"}
+              "serve_infer@math", "serve_infer@rag", "score@retrieval", "score@generation", "score@math", "score@rag"}
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     first = run(["dvc", "repro"], root, env)
     assert stages_run(first) == ALL_STAGES
     first_metrics = {name: json.loads((root / "metrics" / f"{name}.json").read_text())
-                     for name in ("retrieval", "generation", "math")}
+                     for name in ("retrieval", "generation", "math", "rag")}
     metrics = json.loads((root / "metrics" / "retrieval.json").read_text())
     assert set(metrics) == {"test", "val"} and set(metrics["test"]) == {"base", "tuned"}
     assert 0 <= metrics["test"]["tuned"]["context_recall"] <= 1
@@ -101,6 +101,15 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     assert set(generation["test"]["sft"]) == {"em", "cosine", "origin"}
     math = json.loads((root / "metrics" / "math.json").read_text())
     assert set(math) == {"base", "sft", "teacher"} and 0 <= math["sft"]["accuracy"] <= 1
+    # the RAG system: every retriever's hit@k, every retriever+generator's answers, the router, the served judge
+    rag = json.loads((root / "metrics" / "rag.json").read_text())
+    retrievers, generators = ["bm25", "base", "tuned", "hybrid"], ["base", "sft"]
+    assert set(rag["test"]) == set(retrievers) | {f"{r}+{g}" for r in retrievers for g in generators}
+    assert set(rag["test"]["bm25"]) == {"hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"}
+    assert set(rag["test"]["hybrid+sft"]) >= {"em", "cosine", "origin", "origin_gold", "answer_relevancy_judged",
+                                              "faithfulness_judged"}
+    assert rag["routing"]["embedding"]["routing_accuracy"] >= 0.9  # English maths vs Chinese reading questions
+    assert "meaningless" in rag["judge"]  # the tiny model judged: said so
     distill = json.loads((root / "data" / "distill" / "report.json").read_text())
     # 40 training questions, minus any that is also an eval question; none is lost
     assert distill["questions"] == 40 - distill["dropped"].get("train_question_also_in_eval", 0)
@@ -128,8 +137,9 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     run(["git", "commit", "-qm", "baseline"], root, env)
     set_params(root / "params.yaml", [("train_embed.learning_rate", 2.0e-4)])
     third = run(["dvc", "repro"], root, env)
-    # the retriever's stages only: the LLM is not served again
-    assert stages_run(third) == {"train_embed", "serve_infer@retrieval", "score@retrieval"}
+    # the retriever's stages and the RAG system's (which retrieves with it); the generation and maths tracks do not
+    assert stages_run(third) == {"train_embed", "serve_infer@retrieval", "score@retrieval", "serve_infer@rag",
+                                 "score@rag"}
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root, env))
     assert "metrics/train_embed.json" in diff, diff
@@ -141,7 +151,7 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     set_params(root / "params.yaml", [("train_llm.learning_rate", 1.0e-3)])
     fourth = run(["dvc", "repro"], root, env)
     assert stages_run(fourth) == {"train_llm", "serve_infer@generation", "serve_infer@math", "score@generation",
-                                  "score@math"}
+                                  "score@math", "serve_infer@rag", "score@rag"}
 
     # both changes undone: DVC's run-cache restores every output, nothing trains or serves again
     set_params(root / "params.yaml", [("train_embed.learning_rate", demo["train_embed"]["learning_rate"]),
@@ -150,7 +160,7 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     assert stages_run(fifth) == set(), fifth
     restored = set(re.findall(r"Stage '([^']+)' is cached - skipping run", fifth))
     assert restored == stages_run(third) | stages_run(fourth), fifth
-    for name in ("retrieval", "generation", "math"):
+    for name in ("retrieval", "generation", "math", "rag"):
         assert json.loads((root / "metrics" / f"{name}.json").read_text()) == first_metrics[name]
 
 
@@ -173,8 +183,9 @@ def test_tuned_embedder_loads_in_flagembedding_and_sentence_transformers(dvc_rep
 
 
 # Every params group, one value changed -> the stages that must run: those that read it, and their descendants.
-RETRIEVER = {"train_embed", "serve_infer@retrieval", "score@retrieval"}
-GENERATOR = {"train_llm", "serve_infer@generation", "serve_infer@math", "score@generation", "score@math"}
+RAG = {"serve_infer@rag", "score@rag"}  # the RAG system reads both models, so both tracks re-run it
+RETRIEVER = {"train_embed", "serve_infer@retrieval", "score@retrieval"} | RAG
+GENERATOR = {"train_llm", "serve_infer@generation", "serve_infer@math", "score@generation", "score@math"} | RAG
 INVALIDATION = {
     "download.limit": {"download@data", "build_sft", "distill_cot", "build_embed_negatives"} | RETRIEVER | GENERATOR,
     "prompt.template": {"build_sft"} | GENERATOR,
@@ -191,8 +202,11 @@ INVALIDATION = {
     "serve_infer.retrieval.top_k": {"serve_infer@retrieval", "score@retrieval"},
     "serve_infer.generation.max_tokens": {"serve_infer@generation", "score@generation"},
     "serve_infer.math.max_tokens": {"serve_infer@math", "score@math"},
+    "serve_infer.rag.top_k": RAG,
     "score.retrieval.similarity_threshold": {"score@retrieval"},
-    "score.generation.cosine_embedder.batch_size": {"score@generation"},
+    "score.generation.cosine_embedder.batch_size": {"score@generation", "score@rag"},
+    "score.rag.judge.max_tokens": {"score@rag"},
+    "assistant.port": set(),  # read by the assistant only, never by a stage
 }
 
 
