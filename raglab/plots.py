@@ -85,26 +85,15 @@ class Rendered:
 def screenshot(page: Path, png: Path, width: int = 1400) -> Rendered:
     """Open ``page`` in headless Chromium (the system's, driven by Playwright), wait for the charts, save a
     full-page PNG; what was rendered."""
-    import shutil
+    from .browser import chromium_page
 
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        raise click.ClickException("--screenshot needs headless Chromium: apt-get install chromium")
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        tab = browser.new_page(viewport={"width": width, "height": 900})
-        tab.on("pageerror", lambda e: errors.append(str(e)))
-        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    with chromium_page(width=width) as tab:
         tab.goto(page.resolve().as_uri())
         tab.wait_for_selector("svg.marks, canvas.marks", state="attached", timeout=30_000)
         tab.wait_for_load_state("networkidle")
         tab.screenshot(path=str(png), full_page=True)
-        rendered = Rendered(errors, charts=tab.locator("svg.marks, canvas.marks").count(),
+        rendered = Rendered(tab.errors, charts=tab.locator("svg.marks, canvas.marks").count(),
                             marks=tab.locator("svg.marks path, svg.marks rect, svg.marks line").count())
-        browser.close()
     return rendered
 
 

@@ -1,0 +1,74 @@
+"""Latency of the assistant per request: p50 / p95 of the whole request, and of routing, retrieval and
+generation apart, for each route.
+
+Starts the assistant (raglab.assistant) on an experiment's outputs (default: the demo, i.e. the tiny
+random LLM served by vLLM and MiniLM; run `make demo` first), then asks it, one request at a time
+through its OpenAI-compatible endpoint, the experiment's CMRC eval questions (retrieval route) and
+GSM8K eval questions (maths route). The whole request is timed by the client; the steps by the
+assistant (its `raglab.timings`). The first --warmup requests are not counted.
+
+    python benchmarks/assistant_latency.py [--rev demo] [--requests 40]
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+import numpy as np
+
+from raglab.assistant import create_app, serve_in_thread, start
+from raglab.serving import free_port
+
+
+def questions(rev: str, n: int) -> list[str]:
+    """Up to n/2 CMRC and n/2 GSM8K eval questions of the experiment, interleaved."""
+    from dvc.api import DVCFileSystem
+
+    from raglab.profiles import experiment_ref
+
+    fs = DVCFileSystem(".", rev=experiment_ref(rev))
+    cmrc = [json.loads(line)["question"] for line in fs.read_text("data/sft/eval/test.jsonl").splitlines()]
+    gsm8k = [json.loads(line)["question"] for line in fs.read_text("data/distill/eval.jsonl").splitlines()]
+    mixed = [q for pair in zip(cmrc, gsm8k) for q in pair] + cmrc[len(gsm8k):] + gsm8k[len(cmrc):]
+    return (mixed * (n // max(1, len(mixed)) + 1))[:n]
+
+
+@click.command()
+@click.option("--rev", default="demo", show_default=True, help="The experiment whose models the assistant serves.")
+@click.option("--requests", "n", default=40, show_default=True)
+@click.option("--warmup", default=4, show_default=True)
+def main(rev: str, n: int, warmup: int) -> None:
+    from openai import OpenAI
+
+    asked = questions(rev, n + warmup)
+    with ExitStack() as stack:
+        assistant, _ = start(None, rev, stack, Path(".cache/assistant/logs"))
+        with serve_in_thread(create_app(assistant), "127.0.0.1", free_port()) as url:
+            client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+            samples = []
+            for i, question in enumerate(asked):
+                started = time.perf_counter()
+                reply = client.chat.completions.create(model="raglab", messages=[{"role": "user", "content": question}])
+                total = time.perf_counter() - started
+                if i >= warmup:
+                    samples.append({"route": reply.model_extra["raglab"]["route"], "total_s": total,
+                                    **reply.model_extra["raglab"]["timings"]})
+    click.echo(f"assistant latency per request ({rev}: retriever {assistant.retriever}, generator "
+               f"{assistant.endpoint.model}); {platform.processor() or platform.machine()}, one request at a time")
+    click.echo(f"{'route':<6} {'n':>4}  {'step':<13} {'p50 ms':>8} {'p95 ms':>8}")
+    for route in sorted({s["route"] for s in samples}):
+        rows = [s for s in samples if s["route"] == route]
+        for step in ("total_s", "route_s", "retrieval_s", "generation_s"):
+            values = [r[step] for r in rows if step in r]
+            if values:
+                p50, p95 = np.percentile(values, [50, 95]) * 1000
+                click.echo(f"{route:<6} {len(values):>4}  {step[:-2]:<13} {p50:>8.1f} {p95:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
