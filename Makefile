@@ -17,7 +17,8 @@ export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TMPDIR := $(CURDIR)/.cache/tmp
 export RAGLAB_CACHE := $(CURDIR)/.cache/raglab
 
-.PHONY: setup tiny-llm demo chromium test sweep plots select-cpu-minilm select-cpu-qwen reference-kb real-cpu real-cpu-retriever real-cpu-generator \
+.PHONY: setup tiny-llm demo assistant chromium test sweep plots select-cpu-minilm select-cpu-qwen select-cpu-rag reference-kb \
+	real-cpu real-cpu-retriever real-cpu-generator real-cpu-rag \
 	real-cpu-math clean-cache
 
 setup: $(STAMP)
@@ -48,7 +49,17 @@ demo: setup $(TINY_LLM_DIR)/config.json
 	MINILM_DIR=$(MINILM_DIR) TINY_LLM_DIR=$(TINY_LLM_DIR) $(PY) -m raglab.profiles demo --temp
 	dvc exp show --no-pager --md --drop '.*' --keep '$(DEMO_METRICS)'
 
-DEMO_METRICS := ^Experiment$$|^test\.(base|tuned)\.(context_recall|context_relevance|hit@1|hit@5|mrr@10)$$|^test\.(base|sft)\.(em|cosine|origin)$$|^(base|sft|teacher)\.accuracy$$
+DEMO_METRICS := ^Experiment$$|^test\.(base|tuned)\.(context_recall|context_relevance|hit@1|hit@5|mrr@10)$$|^test\.(base|sft)\.(em|cosine|origin)$$|^(base|sft|teacher)\.accuracy$$|^test\.(bm25|tuned|hybrid)\.hit@3$$|^test\.hybrid\+sft\.(em|origin|origin_gold)$$|^routing\.embedding\.routing_accuracy$$
+
+# The RAG system as an assistant (chat page http://127.0.0.1:7860/ui/, OpenAI-compatible API at /v1) on an
+# experiment's models: the demo's by default (make demo runs first; its run-cache makes a re-run quick).
+# ARGS='--ask "question" --screenshot docs/img/assistant.png' asks on the page in headless Chromium and stops.
+REV ?= demo
+assistant: export HF_HUB_OFFLINE := 1
+assistant: export GRADIO_ANALYTICS_ENABLED := False
+assistant: setup $(TINY_LLM_DIR)/config.json
+	[ "$(REV)" != demo ] || $(MAKE) --no-print-directory demo
+	$(PY) -m raglab.assistant --rev $(REV) $(ARGS)
 
 # Headless Chromium for the browser tests (Debian's package; Playwright drives it, no browser download).
 chromium:
@@ -154,6 +165,32 @@ real-cpu-generator: setup
 	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-qwen --name real-cpu-generator --temp \
 		--record results/real-cpu-generator score@generation -S distill_cot.max_questions=0 $(MIRROR_ARGS) $(ARGS)
 	dvc metrics show --md -R results/real-cpu-generator/metrics
+
+# The RAG system on real data (cpu-minilm,cpu-qwen,cpu-rag): MiniLM tuned on the questions of CMRC's training
+# passages, with the characters it lacks added to its vocabulary; the grid of retrievers (BM25 over jieba words, the
+# untuned and tuned MiniLM, their fusion) x generators (Qwen 0.5B untuned and SFT) over the eval split's passages;
+# the embedding router; as the experiment real-cpu-rag. Its train_llm is real-cpu-generator's (DVC's run-cache
+# restores it when the inputs are unchanged). No judge (no LLM here judges usefully on 2 cores).
+real-cpu-rag: export HF_HUB_OFFLINE := 1
+real-cpu-rag: setup
+	mkdir -p $(TMPDIR)
+	dvc exp remove real-cpu-rag >/dev/null 2>&1 || true
+	MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm,cpu-qwen,cpu-rag --name real-cpu-rag --temp \
+		--record results/real-cpu-rag score@rag -S distill_cot.max_questions=0 $(MIRROR_ARGS) $(ARGS)
+	dvc metrics show --md -R results/real-cpu-rag/metrics
+
+# The cpu-rag profile's embedder recipe on a validation slice of the training passages (profile validate): the
+# profile, and the same without the added vocabulary, as experiments of the retriever's stages (score@retrieval).
+select-cpu-rag: export HF_HUB_OFFLINE := 1
+select-cpu-rag: setup
+	mkdir -p $(TMPDIR)
+	for variant in chosen no-new-tokens; do \
+		extra=$$([ $$variant = chosen ] || echo -S train_embed.add_unknown_chars=0); \
+		dvc exp remove select-rag-$$variant >/dev/null 2>&1 || true; \
+		MINILM_DIR=$(MINILM_DIR) $(PY) -m raglab.profiles cpu-minilm,cpu-qwen,cpu-rag,validate --name select-rag-$$variant \
+			--temp score@retrieval $(MIRROR_ARGS) $$extra || exit 1; \
+	done
+	dvc exp show --no-pager --md --drop '.*' --keep '$(SELECT_METRICS)'
 
 # The maths track on real data: the 1.5B teacher distils solutions for a seeded sample of GSM8K training
 # questions (cpu-qwen), and Qwen 0.5B students train on them with their reasoning (real-cpu-math-cot) and on

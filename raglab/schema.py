@@ -249,7 +249,6 @@ class Hybrid(Group):
 
 class RouterParams(Group):
     kind: Literal["embedding", "llm"]
-    seed: int
     max_per_route: int = PositiveInt()
     prompt: str
     endpoint: External | None
@@ -263,6 +262,7 @@ class RouterParams(Group):
 
 
 class RagServe(Group):
+    seed: int
     splits: list[Literal["test", "val"]] = Field(min_length=1)
     retrievers: list[Literal["bm25", "base", "tuned", "hybrid"]] = Field(min_length=1)
     hybrid: Hybrid
@@ -270,6 +270,7 @@ class RagServe(Group):
     rank_depth: int = PositiveInt()
     generators: list[Literal["base", "sft"]]
     external: list[External]
+    max_answers: int | None = Field(ge=1)
     max_tokens: int = PositiveInt()
     temperature: float = Field(ge=0)
     router: RouterParams

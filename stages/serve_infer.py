@@ -38,6 +38,7 @@ from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder, retrieve
 from raglab.routing import MATH, RAG, EmbeddingRouter, balanced_sample, route_from_reply, router_messages
 from raglab.serving import BASE_NAME, SFT_NAME, local_endpoints
+from raglab.sft import sample
 from raglab.teacher import teacher_endpoint
 
 TEACHER = "teacher"
@@ -150,7 +151,7 @@ def run_math(params: dict, distill_dir: Path, base_dir: str, adapter: str, teach
                               identity, TEACHER))
 
 
-def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_rows: list[dict], r: dict,
+def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_rows: list[dict], rag: dict,
                       report: StageReport) -> tuple[dict, dict]:
     """The router's training questions (CMRC training passages' questions, GSM8K questions outside the maths
     eval set; a seeded sample per route) and its held-out ones (the CMRC and GSM8K eval questions)."""
@@ -158,8 +159,9 @@ def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_r
     held_out = set(math_eval)
     gsm8k = [row["question"] for f in sorted(gsm8k_dir.glob("*.jsonl")) for row in read_jsonl(f)]
     cmrc = [row["question"] for row in read_jsonl(sft_dir / "pairs.jsonl")]
-    train = {MATH: balanced_sample([q for q in gsm8k if q not in held_out], r["max_per_route"], r["seed"]),
-             RAG: balanced_sample(cmrc, r["max_per_route"], r["seed"])}
+    n, seed = rag["router"]["max_per_route"], rag["seed"]
+    train = {MATH: balanced_sample([q for q in gsm8k if q not in held_out], n, seed),
+             RAG: balanced_sample(cmrc, n, seed)}
     evaluation = {MATH: math_eval, RAG: [row["question"] for row in split_rows]}
     for route in (MATH, RAG):
         report.add_read(f"router {route} questions (train / held out)", len(train[route]))
@@ -200,7 +202,7 @@ def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tun
                              write_jsonl(out / split / "retrieval" / f"{name}.jsonl", results))
 
     # routing: train the embedding router now; the llm router is asked while its model is served
-    train_q, eval_q = routing_questions(sft_dir, distill_dir, gsm8k_dir, splits[rag["splits"][0]][0], router, report)
+    train_q, eval_q = routing_questions(sft_dir, distill_dir, gsm8k_dir, splits[rag["splits"][0]][0], rag, report)
     labels = [route for route in (MATH, RAG) for _ in eval_q[route]]
     held_out = [q for route in (MATH, RAG) for q in eval_q[route]]
     cache = ResponseCache(cache_dir() / "responses.sqlite")
@@ -217,22 +219,23 @@ def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tun
 
     if router["kind"] == "embedding":
         embedder = load_embedder(EmbedderConfig.from_params(params))
-        model = EmbeddingRouter.fit(embedder, train_q[MATH], train_q[RAG], router["seed"])
+        model = EmbeddingRouter.fit(embedder, train_q[MATH], train_q[RAG], rag["seed"])
         model.save(out / "router", {"embedder": params["embedder"]["model"], "train": {k: len(v) for k, v in train_q.items()}})
         save_routes(model.route(held_out))
     elif router["endpoint"] is not None:
         ep = router["endpoint"]
         llm_route(Endpoint(ep["base_url"], ep["model"], ep.get("api_key_env")), f"{ep['base_url']}|{ep['model']}")
 
-    # generation: every generator answers every question from each retriever's top_k passages
-    local = [g for g in rag["generators"]]
-    generators = dict(params["serve_infer"]["rag"], systems=local)
-    for generator, endpoint, identity in systems_to_ask(params, generators, base_dir, adapter, out):
+    # generation: every generator answers (a seeded sample of) the questions from each retriever's top_k passages
+    answered = {split: sample(range(len(rows)), rag["max_answers"], rag["seed"]) for split, (rows, _) in splits.items()}
+    for generator, endpoint, identity in systems_to_ask(params, {**rag, "systems": rag["generators"]}, base_dir,
+                                                        adapter, out):
         if router["kind"] == "llm" and router["endpoint"] is None and generator == BASE_NAME:
             llm_route(endpoint, identity)
-        for split, (rows, kb) in splits.items():
+        for split, (all_rows, kb) in splits.items():
+            rows = [all_rows[i] for i in answered[split]]
             for name in rag["retrievers"]:
-                passages = [[kb[j] for j, _ in ranking[:rag["top_k"]]] for ranking in ranked[split, name]]
+                passages = [[kb[j] for j, _ in ranked[split, name][i][:rag["top_k"]]] for i in answered[split]]
                 chats = [rag_messages(prompt, row["question"], ps) for row, ps in zip(rows, passages)]
                 replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{name}+{generator} {split}")
                 results = [{"id": row["id"], "question": row["question"], "gold": row["answers"],

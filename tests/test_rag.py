@@ -151,7 +151,7 @@ def judge_script(verdicts: list[int], broken_answer: str | None = None):
 
     def script(request: dict) -> Action:
         title, given = schema_title(request), ragas_input(request)
-        if given.get("response") == broken_answer or given.get("answer") == broken_answer:
+        if broken_answer is not None and broken_answer in (given.get("response"), given.get("answer")):
             return Action(content="not json at all")
         if title == "AnswerRelevanceOutput":
             return Action(content=json.dumps({"question": QUESTIONS[0], "noncommittal": 0}))
@@ -235,3 +235,70 @@ def test_embedder_pairs_from_cmrc_training_passages_only(mirror, tmp_path, param
     test = read_jsonl(tmp_path / "embed" / "test" / "eval.jsonl")
     assert len(train) + len(test) == len(pairs)
     assert not {r["pos"][0] for r in train} & {r["corpus"][0] for r in test}
+
+
+def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp_path, params, minilm_dir, monkeypatch):
+    """serve_infer@rag and score@rag with every model behind the scripted OpenAI-compatible server: an external
+    generator, the llm router and the judge (the local systems and the embedding router run in the DVC test)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from raglab.formats import read_jsonl, write_jsonl
+    from stages import build_sft, download, score, serve_infer
+
+    monkeypatch.setenv("RAGLAB_CACHE", str(tmp_path / "cache"))
+    embedder = {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None,
+                "query_max_len": 64, "passage_max_len": 128, "batch_size": 16, "trust_remote_code": False}
+
+    def script(request: dict) -> Action:
+        text = user_text(request)
+        if "maths word problem" in text:  # the router prompt: maths questions are English here
+            return Action(content="Math" if re.search(r"[a-z]{4}", text.rsplit("\n", 1)[-1]) else "Other")
+        if request["model"] == "judge-1":
+            return judge_script([1, 1])(request)
+        return Action(content=re.search(r"### 已知文段：(.)", text).group(1))  # the first character of the context
+
+    with FakeOpenAI(script) as server:
+        p = json.loads(json.dumps(params))
+        p["download"]["mirror"] = str(mirror)
+        p["embedder"] = embedder
+        p["build_sft"].update(train_split="validation", eval_split="validation", eval_size=0.3, max_eval=6)
+        p["serve_infer"]["rag"].update(
+            retrievers=["bm25", "tuned", "hybrid"], generators=[], max_answers=4,
+            external=[{"name": "hosted", "base_url": server.base_url, "model": "gen-1"}],
+            router={**p["serve_infer"]["rag"]["router"], "kind": "llm",
+                    "endpoint": {"name": "router", "base_url": server.base_url, "model": "router-1"}})
+        p["score"]["rag"]["judge"].update(kind="endpoint", base_url=server.base_url, model="judge-1", strictness=1)
+        p["score"]["generation"]["cosine_embedder"] = {k: embedder[k] for k in (
+            "model", "revision", "pooling", "query_max_len", "passage_max_len", "batch_size")}
+        params_file = tmp_path / "params.yaml"
+        params_file.write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
+        gsm8k = [{"question": f"Tom has {n} apples and eats one. How many are left?", "answer": f"#### {n - 1}"}
+                 for n in range(2, 8)]
+        write_jsonl(tmp_path / "raw" / "gsm8k" / "train.jsonl", gsm8k)
+        write_jsonl(tmp_path / "distill" / "eval.jsonl", [{"id": "0", "question": gsm8k[0]["question"], "gold": "1"}])
+        (tmp_path / "models").mkdir()
+        runner = CliRunner()
+        for command, args in [
+            (download.main, ["data", "--out", str(tmp_path / "raw")]),
+            (build_sft.main, ["--source", str(tmp_path / "raw" / "cmrc2018"), "--out", str(tmp_path / "sft")]),
+            (serve_infer.main, ["rag", "--eval", str(tmp_path / "sft"), "--model", str(tmp_path / "models"),
+                                "--base", str(tmp_path / "models"), "--embedder", minilm_dir,
+                                "--math", str(tmp_path / "distill"), "--gsm8k", str(tmp_path / "raw" / "gsm8k"),
+                                "--out", str(tmp_path / "infer")]),
+            (score.main, ["rag", "--infer", str(tmp_path / "infer"), "--metrics", str(tmp_path / "rag.json"),
+                          "--plot", str(tmp_path / "rag.csv"), "--per-query", str(tmp_path / "score")])]:
+            result = runner.invoke(command, ["--params", str(params_file), *args], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "rag.json").read_text())
+    assert set(metrics["test"]) == {"bm25", "tuned", "hybrid", "bm25+hosted", "tuned+hosted", "hybrid+hosted"}
+    answers = read_jsonl(tmp_path / "infer" / "test" / "bm25+hosted.jsonl")
+    kb = read_kb(tmp_path / "sft" / "eval" / "test_kb.jsonl")
+    assert len(answers) == 4 and all(len(a["passages"]) == min(3, len(kb)) for a in answers), len(kb)  # top_k
+    assert len(read_jsonl(tmp_path / "infer" / "test" / "retrieval" / "bm25.jsonl")) == 6  # hit@k over all
+    hosted = metrics["test"]["bm25+hosted"]
+    assert hosted["origin"] == 1.0  # the first character of the passages it was given
+    assert hosted["faithfulness"] == 1.0 and hosted["faithfulness_judged"] == 1.0
+    assert metrics["routing"]["llm"]["routing_accuracy"] == 1.0
+    assert "judge" not in metrics  # a real judge: no note
+    assert (tmp_path / "rag.csv").read_text().count("\n") > 6
