@@ -115,8 +115,8 @@ def extend_vocabulary(base_path: str, texts: list[str], min_count: int, seed: in
     """Save to ``out_dir`` the base model with a new token for every character of ``texts`` that its
     tokenizer maps to the unknown token and that occurs at least ``min_count`` times; returns how many.
 
-    all-MiniLM-L6-v2's vocabulary holds 244 CJK characters: about 70% of the characters of a CMRC
-    passage are [UNK] to it, so no amount of fine-tuning lets it tell those passages apart. Each new
+    all-MiniLM-L6-v2's vocabulary holds 244 CJK characters: 55% of the characters of the CMRC
+    passages are [UNK] to it (benchmarks/unknown_characters.py), so no amount of fine-tuning lets it tell those passages apart. Each new
     token's embedding is drawn (seeded) from a normal distribution with the per-dimension mean and
     standard deviation of the existing embeddings, and is learned in fine-tuning like every weight.
     """
