@@ -50,10 +50,11 @@ class Retrievers:
     kb: list[str]
     params: dict[str, Any]
     tuned_embedder: str | os.PathLike | None = None  # train_embed's folder; None: no ``tuned`` retriever
+    shared: Retrievers | None = None  # another knowledge base's retrievers, whose loaded embedders are reused
 
     def __post_init__(self):
         self._bm25: BM25Index | None = None
-        self._embedders: dict[str, Any] = {}
+        self._embedders: dict[str, Any] = self.shared._embedders if self.shared is not None else {}
 
     def available(self) -> list[str]:
         return [r for r in RETRIEVERS if r != "tuned" or self.tuned_embedder is not None]

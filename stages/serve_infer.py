@@ -187,9 +187,9 @@ def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tun
         report.add_read(f"{split} knowledge base ({kb_path})", len(splits[split][1]))
 
     # retrieval: every retriever over every split, ranked to rank_depth
-    ranked = {}
+    ranked, retrievers = {}, None
     for split, (rows, kb) in splits.items():
-        retrievers = Retrievers(kb, params, tuned_embedder)
+        retrievers = Retrievers(kb, params, tuned_embedder, shared=retrievers)  # each embedder loaded once
         position = {text: i for i, text in enumerate(kb)}
         questions = [row["question"] for row in rows]
         for name in rag["retrievers"]:
@@ -218,8 +218,7 @@ def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tun
         save_routes([route_from_reply(reply.content) for reply in replies])
 
     if router["kind"] == "embedding":
-        embedder = load_embedder(EmbedderConfig.from_params(params))
-        model = EmbeddingRouter.fit(embedder, train_q[MATH], train_q[RAG], rag["seed"])
+        model = EmbeddingRouter.fit(retrievers.embedder("base"), train_q[MATH], train_q[RAG], rag["seed"])
         model.save(out / "router", {"embedder": params["embedder"]["model"], "train": {k: len(v) for k, v in train_q.items()}})
         save_routes(model.route(held_out))
     elif router["endpoint"] is not None:
