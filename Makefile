@@ -57,14 +57,16 @@ DEMO_METRICS := ^Experiment$$|^test\.(base|tuned)\.(context_recall|context_relev
 REV ?= demo
 assistant: export HF_HUB_OFFLINE := 1
 assistant: export GRADIO_ANALYTICS_ENABLED := False
-assistant: setup $(TINY_LLM_DIR)/config.json
+assistant: setup chromium $(TINY_LLM_DIR)/config.json
 	[ "$(REV)" != demo ] || $(MAKE) --no-print-directory demo
 	$(PY) -m raglab.assistant --rev $(REV) $(ARGS)
 
-# Headless Chromium for the browser tests (Debian's package; Playwright drives it, no browser download).
+# Headless Chromium for the browser tests (Debian's package; Playwright drives it, no browser download), and a
+# Chinese font for the pages that show CMRC passages.
+CHROMIUM_PACKAGES := chromium fonts-wqy-zenhei
 chromium:
-	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+	dpkg -s $(CHROMIUM_PACKAGES) >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(CHROMIUM_PACKAGES); }
 
 test: export HF_HUB_OFFLINE := 1
 test: setup chromium

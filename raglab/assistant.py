@@ -192,7 +192,7 @@ def create_app(assistant: Assistant):
         gr.ChatInterface(respond, title="raglab assistant",
                          description=f"Retriever {assistant.retriever}, generator {assistant.endpoint.model}. "
                                      "Maths questions go to the model directly; others through retrieval.",
-                         chatbot=gr.Chatbot(elem_id="chat", height=520),
+                         chatbot=gr.Chatbot(elem_id="chat", height=640),
                          textbox=gr.Textbox(placeholder="Ask a question", elem_id="question", submit_btn=True),
                          api_visibility="private", flagging_mode="never")
     app = gr.mount_gradio_app(app, page, path="/ui", footer_links=[], ssr_mode=False)
@@ -247,7 +247,7 @@ def converse(url: str, questions: list[str], png: Path | None = None, timeout_s:
     from .browser import chromium_page
 
     shown = []
-    with chromium_page(width=1200, height=1000) as page:
+    with chromium_page(width=1200, height=1100) as page:
         page.goto(url)
         box = page.locator("#question textarea")
         expect(box).to_be_visible(timeout=timeout_s * 1000)
