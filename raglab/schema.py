@@ -10,9 +10,9 @@ key, what was expected and, for an unknown key, the nearest known one.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 def PositiveInt():  # noqa: N802 (reads as a type in the fields below)
@@ -21,6 +21,15 @@ def PositiveInt():  # noqa: N802 (reads as a type in the fields below)
 
 def Share():  # noqa: N802
     return Field(gt=0, lt=1)
+
+
+def _has_question(v: str) -> str:
+    if "{question}" not in v:
+        raise ValueError("the prompt must contain {question}")
+    return v
+
+
+QuestionPrompt = Annotated[str, AfterValidator(_has_question)]  # a prompt the question is filled into
 
 
 class Group(BaseModel):
@@ -137,19 +146,12 @@ class DistillCot(Group):
     eval_size: float = Share()
     max_questions: int | None = Field(ge=0)  # 0: no teacher request (the generator's track alone)
     max_eval: int | None = Field(ge=1)
-    prompt: str
+    prompt: QuestionPrompt
     max_rounds: int = PositiveInt()
     max_tokens: int = PositiveInt()
     temperature: float = Field(ge=0)
     teacher: Teacher
     price_per_million_tokens: Prices
-
-    @field_validator("prompt")
-    @classmethod
-    def _question(cls, v: str) -> str:
-        if "{question}" not in v:
-            raise ValueError("the prompt must contain {question}")
-        return v
 
 
 class Trainer(Group):
@@ -250,15 +252,8 @@ class Hybrid(Group):
 class RouterParams(Group):
     kind: Literal["embedding", "llm"]
     max_per_route: int = PositiveInt()
-    prompt: str
+    prompt: QuestionPrompt
     endpoint: External | None
-
-    @field_validator("prompt")
-    @classmethod
-    def _question(cls, v: str) -> str:
-        if "{question}" not in v:
-            raise ValueError("the router prompt must contain {question}")
-        return v
 
 
 class RagServe(Group):
