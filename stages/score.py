@@ -30,6 +30,7 @@ from raglab.metrics import cosine_scores, exact_match, hit_at, mean_scores, mrr_
 from raglab.params import load_params, section
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder
+from raglab.routing import routing_accuracy
 
 
 def score_retrieval(p: dict, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
@@ -135,11 +136,8 @@ def score_rag(p: dict, infer_dir: Path, per_query_dir: Path, report: StageReport
             report.add_wrote(f"{split}/{system}.jsonl", write_jsonl(per_query_dir / split / f"{system}.jsonl", per_question))
     routes = read_jsonl(infer_dir / "routing.jsonl") if (infer_dir / "routing.jsonl").is_file() else []
     if routes:
-        from raglab.routing import routing_accuracy
-
         report.add_read("routing", len(routes))
-        kind = p.get("router_kind", "router")
-        metrics["routing"] = {kind: {k: round(v, 5) for k, v in routing_accuracy(
+        metrics["routing"] = {p["router_kind"]: {k: round(v, 5) for k, v in routing_accuracy(
             [r["route"] for r in routes], [r["predicted"] for r in routes]).items()}}
     if p["judge"]["kind"] in JUDGE_NOTES:
         metrics["judge"] = JUDGE_NOTES[p["judge"]["kind"]]
@@ -173,7 +171,7 @@ PARTS = {"retrieval": (score_retrieval, 3), "generation": (score_generation, 3),
               help="rag: the model folder a served judge runs (score.rag.judge.kind served).")
 def main(part: str, params_file: str, infer_dir: str, metrics_file: str, plot_file: str, per_query_dir: str,
          judge_model: str | None) -> None:
-    """Score the PART (retrieval, generation or math) outputs of serve_infer."""
+    """Score the PART (retrieval, generation, math or rag) outputs of serve_infer."""
     params = load_params(params_file)
     p = section(params, "score", params_file).get(part) or {}  # math has no parameters
     if part == "rag":  # answers are scored with the generation track's cosine embedder
