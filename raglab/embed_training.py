@@ -116,8 +116,8 @@ def extend_vocabulary(base_path: str, texts: list[str], min_count: int, seed: in
     tokenizer maps to the unknown token and that occurs at least ``min_count`` times; returns how many.
 
     all-MiniLM-L6-v2's vocabulary holds 244 CJK characters: 55% of the characters of the CMRC
-    passages are [UNK] to it (benchmarks/unknown_characters.py), so no amount of fine-tuning lets it
-    tell those passages apart. Each new token's embedding is drawn (seeded) from a normal distribution with the per-dimension mean and
+    passages are [UNK] to it (benchmarks/unknown_characters.py), so no amount of fine-tuning lets it tell those passages apart. Each new
+    token's embedding is drawn (seeded) from a normal distribution with the per-dimension mean and
     standard deviation of the existing embeddings, and is learned in fine-tuning like every weight.
     """
     from collections import Counter

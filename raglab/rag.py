@@ -79,7 +79,7 @@ class Retrievers:
                 raise ValueError("serve_infer.rag.hybrid.of cannot name hybrid itself")
             # every input ranks the whole knowledge base, so fusion sees each passage's rank in each
             inputs = [self.search(r, queries, len(self.kb)) for r in hybrid["of"]]
-            return reciprocal_rank_fusion(inputs, k, hybrid["rrf_k"])
+            return reciprocal_rank_fusion(inputs, k, hybrid["rrf_k"], hybrid["weights"])
         return dense_rankings(self.embedder(name), queries, self.kb, k)
 
 

@@ -137,14 +137,18 @@ class BM25Index:
         return [[(int(j), float(s)) for j, s in zip(row_i, row_s) if s > 0] for row_i, row_s in zip(ids, scores)]
 
 
-def reciprocal_rank_fusion(rankings: list[list[Ranking]], k: int, rrf_k: int = 60) -> list[Ranking]:
-    """Fuse several retrievers' rankings of the same queries: score = sum of 1 / (rrf_k + rank)
-    (Cormack et al., 2009); ties keep the first retriever's order."""
+def reciprocal_rank_fusion(rankings: list[list[Ranking]], k: int, rrf_k: int = 60,
+                           weights: list[float] | None = None) -> list[Ranking]:
+    """Fuse several retrievers' rankings of the same queries: score = sum of weight / (rrf_k + rank)
+    (Cormack et al., 2009; equal weights by default); ties keep the first retriever's order."""
+    weights = weights or [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} fusion weights for {len(rankings)} rankings")
     fused = []
     for per_query in zip(*rankings):
         scores: dict[int, float] = {}
-        for ranking in per_query:
+        for weight, ranking in zip(weights, per_query):
             for rank, (j, _) in enumerate(ranking, start=1):
-                scores[j] = scores.get(j, 0.0) + 1.0 / (rrf_k + rank)
+                scores[j] = scores.get(j, 0.0) + weight / (rrf_k + rank)
         fused.append(sorted(scores.items(), key=lambda item: -item[1])[:k])
     return fused

@@ -246,7 +246,14 @@ class MathServe(Group):
 
 class Hybrid(Group):
     of: list[Literal["bm25", "base", "tuned"]] = Field(min_length=2)
+    weights: list[float] | None
     rrf_k: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _one_weight_each(self) -> Hybrid:
+        if self.weights is not None and (len(self.weights) != len(self.of) or min(self.weights) <= 0):
+            raise ValueError(f"hybrid.weights needs one positive weight per retriever of {self.of}, got {self.weights}")
+        return self
 
 
 class RouterParams(Group):

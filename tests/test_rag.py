@@ -42,6 +42,10 @@ def test_reciprocal_rank_fusion_adds_reciprocal_ranks():
     fused = reciprocal_rank_fusion([a, b], k=3, rrf_k=0)
     assert fused == [[(0, 1 + 1 / 2), (2, 1 / 3 + 1), (1, 1 / 2)]]
     assert reciprocal_rank_fusion([a, b], k=1, rrf_k=60)[0][0][0] == 0
+    weighted = reciprocal_rank_fusion([a, b], k=3, rrf_k=0, weights=[1.0, 0.25])  # b counts a quarter
+    assert weighted == [[(0, 1 + 0.25 / 2), (2, 1 / 3 + 0.25), (1, 1 / 2)]]
+    with pytest.raises(ValueError, match="2 fusion weights for 3 rankings"):
+        reciprocal_rank_fusion([a, b, a], k=1, weights=[1.0, 1.0])
 
 
 def test_retrievers_grid_over_one_knowledge_base(minilm_dir, params):
@@ -51,7 +55,7 @@ def test_retrievers_grid_over_one_knowledge_base(minilm_dir, params):
     assert retrievers.available() == ["bm25", "base", "hybrid"]  # no tuned embedder given
     with pytest.raises(ValueError, match="unknown retriever 'tuned'"):
         retrievers.search("tuned", QUESTIONS, 2)
-    params["serve_infer"]["rag"]["hybrid"] = {"of": ["bm25", "base"], "rrf_k": 60}
+    params["serve_infer"]["rag"]["hybrid"] = {"of": ["bm25", "base"], "weights": None, "rrf_k": 60}
     bm25, dense, hybrid = (retrievers.search(name, QUESTIONS, 3) for name in ("bm25", "base", "hybrid"))
     assert all(len(r) == 3 for r in dense + hybrid) and [r[0][0] for r in bm25] == [0, 1, 2, 3]
     assert [r[0][0] for r in hybrid] == [0, 1, 2, 3]  # BM25 is right on every question; fusion keeps it
