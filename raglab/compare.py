@@ -104,6 +104,14 @@ def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable
                 for row in _jsonl(read(f"{root}/generation/{split}/{name}") or ""):
                     scores.setdefault(("generation", split, name.removesuffix(".jsonl")), {})[str(row["id"])] = {
                         k: row[k] for k in ("em", "cosine", "origin")}
+    for split in listdir(f"{root}/rag"):  # the RAG system: each retriever's ranks, each retriever+generator's answers
+        for folder, track in ((f"{root}/rag/{split}/retrieval", "rag retrieval"), (f"{root}/rag/{split}", "rag")):
+            for name in listdir(folder):
+                if name.endswith(".jsonl"):
+                    for row in _jsonl(read(f"{folder}/{name}") or ""):
+                        scores.setdefault((track, split, name.removesuffix(".jsonl")), {})[str(row["id"])] = {
+                            k: v for k, v in row.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "gold_rank"}
     for name in listdir(f"{root}/math"):
         if name.endswith(".jsonl"):
             for i, row in enumerate(_jsonl(read(f"{root}/math/{name}") or "")):

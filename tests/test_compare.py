@@ -109,3 +109,20 @@ def test_two_revisions_give_a_report_with_a_flagged_delta_and_a_noise_delta(tmp_
     assert "3 metrics with identical per-query scores in both revisions are not listed" in text
     # and dvc metrics diff of every metrics file, the recorded run's included
     assert "<details><summary>dvc metrics diff" in text and "results/rec/metrics/generation.json" in text
+
+
+def test_rag_scores_are_read_per_retriever_and_per_system():
+    from raglab.compare import scores_under
+
+    files = {
+        "s/rag/test/retrieval/bm25.jsonl": '{"id": "q1", "question": "?", "gold_rank": 2, "hit@1": 0.0, "hit@3": 1.0}\n',
+        "s/rag/test/bm25+sft.jsonl": '{"id": "q1", "question": "?", "gold": "a", "prediction": "a", "em": 1.0, '
+                                     '"cosine": 1.0, "origin": 1.0, "origin_gold": 1.0, "faithfulness": null}\n',
+    }
+
+    def listdir(path: str) -> list[str]:
+        return sorted({f[len(path) + 1:].split("/")[0] for f in files if f.startswith(path + "/")})
+
+    scores = scores_under("s", files.get, listdir)
+    assert scores == {("rag retrieval", "test", "bm25"): {"q1": {"hit@1": 0.0, "hit@3": 1.0}},
+                      ("rag", "test", "bm25+sft"): {"q1": {"em": 1.0, "cosine": 1.0, "origin": 1.0, "origin_gold": 1.0}}}
