@@ -18,7 +18,16 @@ from typing import Any
 
 from .formats import DataError, read_jsonl, require_text, write_jsonl
 from .prompts import chat_messages, render
-from .retrieval import BM25Index, EmbedderConfig, Ranking, dense_rankings, load_embedder, reciprocal_rank_fusion
+from .retrieval import (
+    BM25Index,
+    DenseIndex,
+    EmbedderConfig,
+    Ranking,
+    encode_passages,
+    encode_queries,
+    load_embedder,
+    reciprocal_rank_fusion,
+)
 
 log = logging.getLogger("raglab")
 
@@ -54,6 +63,7 @@ class Retrievers:
 
     def __post_init__(self):
         self._bm25: BM25Index | None = None
+        self._dense: dict[str, DenseIndex] = {}  # the knowledge base encoded by each embedder
         self._embedders: dict[str, Any] = self.shared._embedders if self.shared is not None else {}
 
     def available(self) -> list[str]:
@@ -80,7 +90,9 @@ class Retrievers:
             # every input ranks the whole knowledge base, so fusion sees each passage's rank in each
             inputs = [self.search(r, queries, len(self.kb)) for r in hybrid["of"]]
             return reciprocal_rank_fusion(inputs, k, hybrid["rrf_k"], hybrid["weights"])
-        return dense_rankings(self.embedder(name), queries, self.kb, k)
+        if name not in self._dense:
+            self._dense[name] = DenseIndex(encode_passages(self.embedder(name), self.kb))
+        return self._dense[name].rank(encode_queries(self.embedder(name), queries), k)
 
 
 def rag_messages(prompt: dict, question: str, passages: Sequence[str]) -> list[dict]:

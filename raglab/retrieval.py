@@ -77,6 +77,9 @@ def encode_passages(embedder: Any, passages: list[str]) -> np.ndarray:
     return np.ascontiguousarray(embedder.encode_corpus(passages), dtype=np.float32)
 
 
+Ranking = list[tuple[int, float]]  # (passage index, score), best first
+
+
 class DenseIndex:
     """Exact cosine search over normalised passage vectors (faiss ``IndexFlatIP``)."""
 
@@ -94,21 +97,15 @@ class DenseIndex:
         scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return scores, ids
 
-
-Ranking = list[tuple[int, float]]  # (passage index, score), best first
-
-
-def dense_rankings(embedder: Any, queries: list[str], kb: list[str], k: int) -> list[Ranking]:
-    """Top-``k`` knowledge-base passages per query by cosine similarity."""
-    index = DenseIndex(encode_passages(embedder, kb))
-    scores, ids = index.search(encode_queries(embedder, queries), k)
-    return [[(int(j), float(s)) for s, j in zip(row_s, row_i) if j >= 0] for row_s, row_i in zip(scores, ids)]
+    def rank(self, queries: np.ndarray, k: int) -> list[Ranking]:
+        scores, ids = self.search(queries, k)
+        return [[(int(j), float(s)) for s, j in zip(row_s, row_i) if j >= 0] for row_s, row_i in zip(scores, ids)]
 
 
 def retrieve(embedder: Any, queries: list[str], kb: list[str], k: int) -> list[list[dict]]:
     """Top-``k`` knowledge-base passages per query, best first, with cosine scores."""
-    return [[{"text": kb[j], "score": round(s, 6)} for j, s in ranking]
-            for ranking in dense_rankings(embedder, queries, kb, k)]
+    ranked = DenseIndex(encode_passages(embedder, kb)).rank(encode_queries(embedder, queries), k)
+    return [[{"text": kb[j], "score": round(s, 6)} for j, s in ranking] for ranking in ranked]
 
 
 def words(text: str) -> list[str]:
