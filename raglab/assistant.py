@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,11 +47,13 @@ PATHS = {"params": "params.yaml", "kb": "data/sft/eval/test_kb.jsonl", "embedder
          "llm": "models/base/llm", "adapter": "models/llm-adapter", "router": "data/infer/rag/router"}
 
 
-def materialise(rev: str | None, dest: Path) -> dict[str, Path]:
+def materialise(rev: str | None, cache: Path) -> dict[str, Path]:
     """The files of ``PATHS`` that exist: in the workspace, or (``rev``: an experiment name or git revision)
-    copied out of DVC's cache into ``dest``."""
+    copied out of DVC's cache into ``cache/<commit>``."""
     if rev is None:
         return {k: Path(p) for k, p in PATHS.items() if Path(p).exists()}
+    import subprocess
+
     from dvc.api import DVCFileSystem
 
     from .profiles import experiment_ref
@@ -59,13 +62,22 @@ def materialise(rev: str | None, dest: Path) -> dict[str, Path]:
         ref = experiment_ref(rev)
     except click.ClickException:
         ref = rev  # a branch, tag or commit
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True, text=True,
+                            check=False)
+    if commit.returncode != 0:
+        raise click.ClickException(f"no experiment or git revision {rev!r}")
+    dest = cache / commit.stdout.strip()  # a re-run experiment of the same name is another commit
     fs, found = DVCFileSystem(".", rev=ref), {}
     for key, rel in PATHS.items():
         if not fs.exists(rel):
             continue
         target = dest / rel
-        if not target.exists():
-            fs.get(rel, str(target), recursive=fs.isdir(rel))
+        if not target.exists():  # copied whole or not at all: an interrupted copy is started again
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.unlink(missing_ok=True)
+            fs.get(rel, str(partial), recursive=fs.isdir(rel))
+            os.replace(partial, target)
         found[key] = target
     log.info("assistant: %s from %s copied to %s", sorted(found), ref, dest)
     return found
@@ -276,7 +288,7 @@ def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitSta
     closes; also the params it runs with."""
     from .serving import BASE_NAME, SFT_NAME, local_endpoints
 
-    found = materialise(rev, cache / (rev or "workspace"))
+    found = materialise(rev, cache)
     params = load_params(params_file or found.get("params", "params.yaml"))
     a = params["assistant"]
     for needed in ("kb", "llm"):
