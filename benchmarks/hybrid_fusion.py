@@ -16,18 +16,8 @@ from pathlib import Path
 import click
 
 from raglab.metrics import hit_at, mrr_at
+from raglab.profiles import experiment_files
 from raglab.rag import Retrievers
-
-
-def materialise(rev: str, dest: Path, paths: list[str]) -> None:
-    from dvc.api import DVCFileSystem
-
-    from raglab.profiles import experiment_ref
-
-    fs = DVCFileSystem(".", rev=experiment_ref(rev))
-    for rel in paths:
-        if not (dest / rel).exists():
-            fs.get(rel, str(dest / rel), recursive=fs.isdir(rel))
 
 
 @click.command()
@@ -39,14 +29,14 @@ def materialise(rev: str, dest: Path, paths: list[str]) -> None:
 def main(rev: str, split: str, weights: str, rrf_k: int) -> None:
     import yaml
 
-    dest = Path(".cache/benchmarks") / rev
-    materialise(rev, dest, ["params.yaml", "models/embedder", f"data/embed/{split}"])
-    params = yaml.safe_load((dest / "params.yaml").read_text(encoding="utf-8"))
-    rows = [json.loads(line) for line in (dest / "data/embed" / split / "eval.jsonl").read_text().splitlines()]
-    kb = (dest / "data/embed" / split / "kb.txt").read_text(encoding="utf-8").splitlines()
+    files = experiment_files(rev, {"params": "params.yaml", "embedder": "models/embedder",
+                                   "split": f"data/embed/{split}"}, Path(".cache/benchmarks"))
+    params = yaml.safe_load(files["params"].read_text(encoding="utf-8"))
+    rows = [json.loads(line) for line in (files["split"] / "eval.jsonl").read_text().splitlines()]
+    kb = (files["split"] / "kb.txt").read_text(encoding="utf-8").splitlines()
     gold = [kb.index(r["corpus"][0]) for r in rows]
     questions = [r["query"] for r in rows]
-    retrievers = Retrievers(kb, params, dest / "models/embedder")
+    retrievers = Retrievers(kb, params, files["embedder"])
 
     def report(name: str, rankings) -> None:
         ranks = [next((i for i, (j, _) in enumerate(r, start=1) if j == g), None) for r, g in zip(rankings, gold)]

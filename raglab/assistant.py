@@ -12,7 +12,7 @@ bound to 127.0.0.1 by default:
 - ``/ui``: Gradio's chat interface showing the answer, the route taken and the retrieved passages.
 
 The models are the trained ones (``models/embedder``, ``models/llm-adapter``) of the workspace, or
-of experiment ``--rev`` (copied out of DVC's cache into ``.cache/assistant/NAME``); the base models
+of experiment ``--rev`` (copied out of DVC's cache into ``.cache/assistant/<commit>``); the base models
 when none was trained. The generator is served with vLLM, as serve_infer serves it, for as long
 as the assistant runs. The knowledge base is the eval split's passages (build_sft), and the
 embedding router the one serve_infer@rag trained.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from .client import Endpoint
 from .params import load_params
 from .prompts import chat_messages, render_question
 from .rag import Retrievers, rag_messages, read_kb
-from .routing import MATH, EmbeddingRouter, route_from_reply, router_messages
+from .routing import MATH, ROUTER_MAX_TOKENS, EmbeddingRouter, route_from_reply, router_messages
 
 log = logging.getLogger("raglab")
 
@@ -49,38 +48,12 @@ PATHS = {"params": "params.yaml", "kb": "data/sft/eval/test_kb.jsonl", "embedder
 
 def materialise(rev: str | None, cache: Path) -> dict[str, Path]:
     """The files of ``PATHS`` that exist: in the workspace, or (``rev``: an experiment name or git revision)
-    copied out of DVC's cache into ``cache/<commit>``."""
+    copied out of DVC's cache."""
     if rev is None:
         return {k: Path(p) for k, p in PATHS.items() if Path(p).exists()}
-    import subprocess
+    from .profiles import experiment_files
 
-    from dvc.api import DVCFileSystem
-
-    from .profiles import experiment_ref
-
-    try:
-        ref = experiment_ref(rev)
-    except click.ClickException:
-        ref = rev  # a branch, tag or commit
-    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True, text=True,
-                            check=False)
-    if commit.returncode != 0:
-        raise click.ClickException(f"no experiment or git revision {rev!r}")
-    dest = cache / commit.stdout.strip()  # a re-run experiment of the same name is another commit
-    fs, found = DVCFileSystem(".", rev=ref), {}
-    for key, rel in PATHS.items():
-        if not fs.exists(rel):
-            continue
-        target = dest / rel
-        if not target.exists():  # copied whole or not at all: an interrupted copy is started again
-            partial = target.with_name(target.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.unlink(missing_ok=True)
-            fs.get(rel, str(partial), recursive=fs.isdir(rel))
-            os.replace(partial, target)
-        found[key] = target
-    log.info("assistant: %s from %s copied to %s", sorted(found), ref, dest)
-    return found
+    return experiment_files(rev, PATHS, cache)
 
 
 @dataclass
@@ -125,7 +98,8 @@ class Assistant:
         if self.router is not None:
             return self.router.route([question])[0]
         r = self.rag["router"]
-        return route_from_reply(self.chat(router_messages(r["prompt"], self.params["prompt"]["system"], question), 8))
+        return route_from_reply(self.chat(router_messages(r["prompt"], self.params["prompt"]["system"], question),
+                                         ROUTER_MAX_TOKENS))
 
     def answer(self, question: str) -> Reply:
         timings, started = {}, time.perf_counter()
@@ -183,7 +157,8 @@ def create_app(assistant: Assistant):
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": model_name,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply.answer}}],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": reply.answer}}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             "raglab": {"route": reply.route, "passages": reply.passages,
                        "timings": {k: round(v, 4) for k, v in reply.timings.items()}},
@@ -194,7 +169,8 @@ def create_app(assistant: Assistant):
         route = {"math": "maths: straight to the model", "rag": f"retrieval ({assistant.retriever}, "
                                                                    f"top {len(reply.passages)}) then the model"}
         shown = [gr.ChatMessage(content=reply.answer or "(empty answer)"),
-                 gr.ChatMessage(content=route.get(reply.route, reply.route), metadata={"title": f"Route: {reply.route}"})]
+                 gr.ChatMessage(content=route.get(reply.route, reply.route),
+                                metadata={"title": f"Route: {reply.route}"})]
         if reply.passages:
             listed = "\n\n".join(f"{i}. ({p['score']}) {p['text']}" for i, p in enumerate(reply.passages, start=1))
             shown.append(gr.ChatMessage(content=listed, metadata={"title": "Retrieved passages"}))

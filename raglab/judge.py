@@ -15,7 +15,7 @@ A judge reply ragas cannot parse (after no re-ask: ``max_retries=0``) leaves tha
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import math
 import os
@@ -23,8 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from .client import Endpoint, ResponseCache, cached_async_client
-from .formats import folder_fingerprint
-from .models import MANIFEST, cache_dir
+from .models import cache_dir
 from .report import StageReport
 from .retrieval import EmbedderConfig
 
@@ -38,21 +37,19 @@ NOTES = {
 }
 
 
+@contextlib.contextmanager
 def judge_endpoint(judge: dict, judge_model: str | None, serving: dict, log_dir: Path):
-    """``(endpoint, identity, stop)`` of the judge; a served judge starts on its first uncached request."""
+    """``(endpoint, identity)`` of the judge; a served judge starts on its first uncached request."""
     if judge["kind"] == "endpoint":
         endpoint = Endpoint(judge["base_url"], judge["model"], judge["api_key_env"])
-        return endpoint, f"judge|{judge['base_url']}|{judge['model']}", lambda: None
+        yield endpoint, f"judge|{judge['base_url']}|{judge['model']}"
+        return
     if judge_model is None or not Path(judge_model).is_dir():
         raise ValueError(f"score.rag.judge.kind served needs the base LLM folder (--judge-model), got {judge_model}")
-    from .serving import server_for
-    from .teacher import ServedEndpoint
+    from .teacher import served_endpoint
 
-    server = server_for(judge_model, serving, trust_remote_code=False, served_name="judge",
-                        log_file=log_dir / "vllm-judge.log")
-    endpoint = ServedEndpoint(server)
-    identity = json.dumps(["judge", folder_fingerprint(judge_model, skip=(MANIFEST,)), serving["dtype"]])
-    return endpoint, identity, endpoint.stop
+    with served_endpoint("judge", judge_model, serving, False, log_dir) as served:
+        yield served
 
 
 async def _judge(llm, embeddings, rows: list[dict], strictness: int, concurrency: int, errors: Counter) -> list[dict]:
@@ -101,29 +98,29 @@ def judge_scores(judge: dict, judge_model: str | None, serving: dict, embedder_p
 
     logging.getLogger("instructor").setLevel(logging.CRITICAL)  # a failed parse is counted, not logged 5 times
     log_dir.mkdir(parents=True, exist_ok=True)
-    endpoint, identity, stop = judge_endpoint(judge, judge_model, serving, log_dir)
     cache = ResponseCache(cache_dir() / "responses.sqlite")
     errors: Counter = Counter()
-    try:
-        async def run() -> list[dict]:
-            client, transport = cached_async_client(endpoint, cache, identity, timeout_s=serving["timeout_s"],
-                                                    max_retries=serving["max_retries"])
-            # JSON_SCHEMA constrains a served model's output to the verdict's schema (vLLM structured outputs);
-            # an API with a JSON mode only (json_object) takes judge.mode json
-            mode = {"json": instructor.Mode.JSON, "json_schema": instructor.Mode.JSON_SCHEMA}[judge["mode"]]
-            llm = InstructorLLM(client=instructor.from_openai(client, mode=mode), model=endpoint.model,
-                                provider="openai", max_tokens=judge["max_tokens"], temperature=0.0, max_retries=0)
-            embeddings = HuggingFaceEmbeddings(model=EmbedderConfig(**embedder_params).local_path(), device="cpu")
-            try:
-                scores = await _judge(llm, embeddings, rows, judge["strictness"], serving["concurrency"], errors)
-            finally:
-                await client.close()
-            log.info("judge: %d requests answered from the cache, %d asked", transport.hits, transport.misses)
-            return scores
 
-        scores = asyncio.run(run())
+    async def run(endpoint, identity: str) -> list[dict]:
+        client, transport = cached_async_client(endpoint, cache, identity, timeout_s=serving["timeout_s"],
+                                                max_retries=serving["max_retries"])
+        # JSON_SCHEMA constrains a served model's output to the verdict's schema (vLLM structured outputs);
+        # an API with a JSON mode only (json_object) takes judge.mode json
+        mode = {"json": instructor.Mode.JSON, "json_schema": instructor.Mode.JSON_SCHEMA}[judge["mode"]]
+        llm = InstructorLLM(client=instructor.from_openai(client, mode=mode), model=endpoint.model,
+                            provider="openai", max_tokens=judge["max_tokens"], temperature=0.0, max_retries=0)
+        embeddings = HuggingFaceEmbeddings(model=EmbedderConfig(**embedder_params).local_path(), device="cpu")
+        try:
+            scores = await _judge(llm, embeddings, rows, judge["strictness"], serving["concurrency"], errors)
+        finally:
+            await client.close()
+        log.info("judge: %d requests answered from the cache, %d asked", transport.hits, transport.misses)
+        return scores
+
+    try:
+        with judge_endpoint(judge, judge_model, serving, log_dir) as (endpoint, identity):
+            scores = asyncio.run(run(endpoint, identity))
     finally:
-        stop()
         cache.close()
     if errors:  # verdicts not given, by cause (the rows themselves are kept and scored otherwise)
         report.extra["judge_missing_verdicts"] = dict(errors)

@@ -128,6 +128,36 @@ def experiment_ref(exp_name: str) -> str:
     return named[0]
 
 
+def experiment_files(rev: str, paths: dict[str, str], cache: Path) -> dict[str, Path]:
+    """``paths`` (name -> path in the repository) of experiment or git revision ``rev`` that exist there, copied
+    out of DVC's cache (outputs) or git into ``cache/<commit>`` (a re-run experiment of the same name is another
+    commit); each copied whole or not at all, so an interrupted copy is started again."""
+    from dvc.api import DVCFileSystem
+
+    try:
+        ref = experiment_ref(rev)
+    except click.ClickException:
+        ref = rev  # a branch, tag or commit
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True, text=True,
+                            check=False)
+    if commit.returncode != 0:
+        raise click.ClickException(f"no experiment or git revision {rev!r}")
+    dest = cache / commit.stdout.strip()
+    fs, found = DVCFileSystem(".", rev=ref), {}
+    for key, rel in paths.items():
+        if not fs.exists(rel):
+            continue
+        target = dest / rel
+        if not target.exists():
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.unlink(missing_ok=True)
+            fs.get(rel, str(partial), recursive=fs.isdir(rel))
+            os.replace(partial, target)
+        found[key] = target
+    return found
+
+
 def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
     """Copy ``params.yaml``, ``dvc.lock``, the metrics files and the per-query scores (into ``score/``) of
     experiment ``exp_name`` into ``out_dir``: a committed record of the run behind published numbers, readable with

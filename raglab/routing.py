@@ -11,7 +11,6 @@ Two kinds (params ``serve_infer.rag.router.kind``):
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -27,6 +26,7 @@ from .prompts import chat_messages, render_question
 from .retrieval import encode_queries
 
 MATH, RAG = "math", "rag"
+ROUTER_MAX_TOKENS = 8  # the llm router's reply: one word
 ROUTES = (RAG, MATH)
 WEIGHTS, CONFIG = "router.safetensors", "router.json"
 
@@ -97,8 +97,3 @@ def routing_accuracy(labels: Sequence[str], predicted: Sequence[str]) -> dict[st
         if pairs:
             out[f"routing_accuracy_{route}"] = float(np.mean([a == b for a, b in pairs]))
     return out
-
-
-def describe(router_dir: str | os.PathLike) -> dict:
-    with open(Path(router_dir) / CONFIG, encoding="utf-8") as f:
-        return json.load(f)

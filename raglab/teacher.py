@@ -30,9 +30,19 @@ def teacher_endpoint(spec: dict, teacher_dir: str | os.PathLike, serving: dict,
         ep = spec["endpoint"]
         yield Endpoint(ep["base_url"], spec["model"], ep.get("api_key_env")), f"{ep['base_url']}|{spec['model']}"
         return
-    identity = json.dumps(["teacher", folder_fingerprint(teacher_dir, skip=(MANIFEST,)), serving["dtype"]])
-    server = server_for(teacher_dir, serving, trust_remote_code=spec["trust_remote_code"], served_name="teacher",
-                        log_file=Path(log_dir) / "vllm-teacher.log")
+    with served_endpoint("teacher", teacher_dir, serving, spec["trust_remote_code"], log_dir) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def served_endpoint(name: str, model_dir: str | os.PathLike, serving: dict, trust_remote_code: bool,
+                    log_dir: str | os.PathLike) -> Iterator[tuple[ServedEndpoint, str]]:
+    """``(endpoint, identity)`` of ``model_dir`` served as ``name`` (the teacher, a judge): the server starts on
+    the first request the response cache cannot answer and stops when the block ends; the identity names the
+    weights and how they are served."""
+    identity = json.dumps([name, folder_fingerprint(model_dir, skip=(MANIFEST,)), serving["dtype"]])
+    server = server_for(model_dir, serving, trust_remote_code=trust_remote_code, served_name=name,
+                        log_file=Path(log_dir) / f"vllm-{name}.log")
     endpoint = ServedEndpoint(server)
     try:
         yield endpoint, identity

@@ -36,7 +36,15 @@ from raglab.prompts import chat_messages, render, render_question
 from raglab.rag import Retrievers, rag_messages, read_kb
 from raglab.report import StageReport
 from raglab.retrieval import EmbedderConfig, load_embedder, retrieve
-from raglab.routing import MATH, RAG, EmbeddingRouter, balanced_sample, route_from_reply, router_messages
+from raglab.routing import (
+    MATH,
+    RAG,
+    ROUTER_MAX_TOKENS,
+    EmbeddingRouter,
+    balanced_sample,
+    route_from_reply,
+    router_messages,
+)
 from raglab.serving import BASE_NAME, SFT_NAME, local_endpoints
 from raglab.sft import sample
 from raglab.teacher import teacher_endpoint
@@ -214,12 +222,13 @@ def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tun
 
     def llm_route(endpoint: Endpoint, identity: str) -> None:
         chats = [router_messages(router["prompt"], prompt["system"], q) for q in held_out]
-        replies = ask(endpoint, chats, Sampling(8, 0.0), serving, cache, identity, "router")
+        replies = ask(endpoint, chats, Sampling(ROUTER_MAX_TOKENS, 0.0), serving, cache, identity, "router")
         save_routes([route_from_reply(reply.content) for reply in replies])
 
     if router["kind"] == "embedding":
         model = EmbeddingRouter.fit(retrievers.embedder("base"), train_q[MATH], train_q[RAG], rag["seed"])
-        model.save(out / "router", {"embedder": params["embedder"]["model"], "train": {k: len(v) for k, v in train_q.items()}})
+        model.save(out / "router", {"embedder": params["embedder"]["model"],
+                                    "train": {k: len(v) for k, v in train_q.items()}})
         save_routes(model.route(held_out))
     elif router["endpoint"] is not None:
         ep = router["endpoint"]
