@@ -21,15 +21,16 @@ from pathlib import Path
 import click
 import numpy as np
 
-from raglab.assistant import create_app, serve_in_thread, start
-from raglab.serving import free_port
+from raglab.assistant.server import create_app, serve_in_thread
+from raglab.assistant.system import start
+from raglab.serving.vllm import free_port
 
 
 def questions(rev: str, n: int) -> list[str]:
     """Up to n/2 CMRC and n/2 GSM8K eval questions of the experiment, interleaved."""
     from dvc.api import DVCFileSystem
 
-    from raglab.profiles import experiment_ref
+    from raglab.experiments.dvc import experiment_ref
 
     fs = DVCFileSystem(".", rev=experiment_ref(rev))
     cmrc = [json.loads(line)["question"] for line in fs.read_text("data/sft/eval/test.jsonl").splitlines()]

@@ -3,7 +3,7 @@
 A scripted OpenAI-compatible teacher (tests/fake_openai.py) answers each request after --latency
 seconds with up to --slots requests at once (more wait for a slot), right 70% of the time; the same
 distillation (--questions questions, rounds until verified) runs with concurrency 1 and --concurrency,
-through the same code as the stage (raglab.distill + raglab.client, no response cache). Prints wall
+through the same code as the stage (raglab.generator.distill + raglab.serving.client, no response cache). Prints wall
 time, requests and the ratio.
 
     python benchmarks/distill_concurrency.py
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402
 from test_distill import PROMPT, questions, teacher_70  # noqa: E402
 
-from raglab.client import Endpoint, Sampling, chat_many  # noqa: E402
-from raglab.distill import distill, question_messages  # noqa: E402
+from raglab.generator.distill import distill, question_messages  # noqa: E402
+from raglab.serving.client import Endpoint, Sampling, chat_many  # noqa: E402
 
 
 @click.command()

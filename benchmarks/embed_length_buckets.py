@@ -12,8 +12,8 @@ import random
 
 import click
 
-from raglab.embed_training import length_buckets
-from raglab.formats import read_jsonl
+from raglab.core.formats import read_jsonl
+from raglab.retriever.train import length_buckets
 
 
 def epoch_tokens(batches: list[list[dict]], length, group: int, rng: random.Random) -> tuple[int, int]:

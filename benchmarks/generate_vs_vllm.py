@@ -3,8 +3,8 @@
 Takes --n questions from a JSONL eval file (build_sft's `data/sft/eval/test.jsonl`: `context`,
 `question`, `answers`; or distill_cot's `data/distill/eval.jsonl`: `question`) and renders them with the
 prompt of params.yaml (the CMRC template, or distill_cot.prompt for maths). Greedy, --max-tokens new
-tokens. HF: `raglab.serving.hf_generate` at batch size 1 and --hf-batch (left-padded); vLLM: the
-repo's server lifecycle (`raglab.serving.VLLMServer`, float32 on a CPU unless --dtype) at
+tokens. HF: `raglab.serving.vllm.hf_generate` at batch size 1 and --hf-batch (left-padded); vLLM: the
+repo's server lifecycle (`raglab.serving.vllm.VLLMServer`, float32 on a CPU unless --dtype) at
 --concurrency requests in flight. Prints questions/s and generated tokens/s for each, the vLLM/HF
 ratio, and on how many questions the answers are identical.
 
@@ -22,7 +22,7 @@ import yaml
 
 
 def chats(rows: list[dict], params: dict) -> list[list[dict]]:
-    from raglab.prompts import chat_messages, render, render_question
+    from raglab.core.prompts import chat_messages, render, render_question
 
     system = params["prompt"]["system"]
     if "context" in rows[0]:
@@ -45,8 +45,8 @@ def main(model_dir, eval_file, params_file, n, max_tokens, hf_batch, concurrency
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from raglab.client import Endpoint, Request, Sampling, chat_many
-    from raglab.serving import VLLMServer, hf_generate
+    from raglab.serving.client import Endpoint, Request, Sampling, chat_many
+    from raglab.serving.vllm import VLLMServer, hf_generate
 
     params = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
     rows = [json.loads(line) for line in Path(eval_file).read_text(encoding="utf-8").splitlines()[:n]]

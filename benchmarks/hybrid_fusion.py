@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from raglab.metrics import hit_at, mrr_at
-from raglab.profiles import experiment_files
-from raglab.rag import Retrievers
+from raglab.evaluation.metrics import hit_at, mrr_at
+from raglab.experiments.dvc import experiment_files
+from raglab.rag.system import Retrievers
 
 
 @click.command()
@@ -49,7 +49,7 @@ def main(rev: str, split: str, weights: str, rrf_k: int) -> None:
     full = {name: retrievers.search(name, questions, len(kb)) for name in ("bm25", "tuned")}
     for name, rankings in full.items():
         report(name, rankings)
-    from raglab.retrieval import reciprocal_rank_fusion
+    from raglab.retriever.search import reciprocal_rank_fusion
 
     for w in (float(x) for x in weights.split(",")):
         fused = reciprocal_rank_fusion([full["bm25"], full["tuned"]], len(kb), rrf_k, [1.0, w])

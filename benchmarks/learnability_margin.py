@@ -38,8 +38,8 @@ def main(threads: int | None, seed: int | None, epochs: int | None, overrides: t
     import torch
     from transformers import TrainerCallback
 
-    from raglab.llm_training import load_base, train_lora
-    from raglab.tiny_model import build_tiny_model, corpus_texts
+    from raglab.generator.train import load_base, train_lora
+    from raglab.models.tiny import build_tiny_model, corpus_texts
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """Seconds per training record of train_llm's LoRA SFT on CPU, for the choices that set its speed.
 
 Trains --records CMRC records (real passages from a mirror's cmrc2018 file, the brief's template)
-for one epoch with `raglab.llm_training.train_lora` and the cpu-qwen profile's settings, once per
+for one epoch with `raglab.generator.train.train_lora` and the cpu-qwen profile's settings, once per
 variant: trl's own SFTTrainer (every prompt position through the LM head) vs train_llm's answer-only
 loss; LoRA on all layers vs the last 8; batch 1 vs 4; fp32 vs bf16 autocast. Prints the trainer's
 runtime per record (the first step included) and the training loss (equal where only speed differs).
@@ -42,9 +42,9 @@ def main(model_dir: str, cmrc_file: str, records: int, only: tuple[str, ...]) ->
     import torch
     from trl import SFTTrainer
 
-    from raglab import llm_training
-    from raglab.llm_training import conversation, train_lora
-    from raglab.sft import alpaca_record, validate_rc
+    from raglab.generator import train as llm_training
+    from raglab.generator.sft import alpaca_record, validate_rc
+    from raglab.generator.train import conversation, train_lora
 
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     profile = yaml.safe_load((REPO / "profiles" / "cpu-qwen.yaml").read_text(encoding="utf-8"))
@@ -52,7 +52,7 @@ def main(model_dir: str, cmrc_file: str, records: int, only: tuple[str, ...]) ->
     rows = [{"id": q["id"], "context": p["context"], "question": q["question"], "answers": [a["text"] for a in q["answers"]]}
             for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]]
     random.Random(0).shuffle(rows)
-    from raglab.report import StageReport
+    from raglab.core.report import StageReport
 
     prompt = params["prompt"]
     data = [conversation(alpaca_record(e, prompt["template"], prompt["system"]))

@@ -1,5 +1,5 @@
 """Two retrievers of a recorded RAG run on the same questions: each hit@k and MRR, their difference and its 95%
-paired-bootstrap interval (the one raglab.compare puts on pull requests), and on how many questions they differ.
+paired-bootstrap interval (the one raglab.experiments.compare puts on pull requests), and on how many questions they differ.
 
     python benchmarks/paired_retrievers.py results/real-cpu-rag bm25 hybrid
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from raglab.compare import paired_bootstrap
+from raglab.experiments.compare import paired_bootstrap
 
 
 @click.command()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from raglab.sources import MIRROR_READERS, mirror_file
+from raglab.data.sources import MIRROR_READERS, mirror_file
 
 
 @click.command()

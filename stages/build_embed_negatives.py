@@ -10,7 +10,11 @@ from pathlib import Path
 
 import click
 
-from raglab.contrastive import (
+from raglab.core.errors import run
+from raglab.core.formats import read_jsonl, write_jsonl, write_lines
+from raglab.core.report import StageReport
+from raglab.params.loader import load_params, section
+from raglab.retriever.data import (
     ContrastiveData,
     beir_files,
     eval_split,
@@ -20,11 +24,7 @@ from raglab.contrastive import (
     seeded_split,
     validate_pairs,
 )
-from raglab.errors import run
-from raglab.formats import read_jsonl, write_jsonl, write_lines
-from raglab.params import load_params, section
-from raglab.report import StageReport
-from raglab.retrieval import EmbedderConfig, load_embedder
+from raglab.retriever.search import EmbedderConfig, load_embedder
 
 
 @click.command()

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from raglab.errors import run
-from raglab.formats import write_jsonl
-from raglab.params import load_params, section
-from raglab.prompts import check_template
-from raglab.rag import unique_passages, write_kb
-from raglab.report import StageReport
-from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
-from raglab.sources import read_downloaded
+from raglab.core.errors import run
+from raglab.core.formats import write_jsonl
+from raglab.core.prompts import check_template
+from raglab.core.report import StageReport
+from raglab.core.sampling import sample
+from raglab.data.sources import read_downloaded
+from raglab.generator.sft import alpaca_record, eval_record, messages_record, split_by_passage, validate_rc
+from raglab.params.loader import load_params, section
+from raglab.rag.kb import unique_passages, write_kb
 
 
 @click.command()

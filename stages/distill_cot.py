@@ -14,8 +14,12 @@ from pathlib import Path
 
 import click
 
-from raglab.client import ResponseCache, Sampling, chat_many
-from raglab.distill import (
+from raglab.core.errors import run
+from raglab.core.formats import write_jsonl
+from raglab.core.report import StageReport
+from raglab.core.sampling import sample, seeded_prefix
+from raglab.data.sources import read_downloaded
+from raglab.generator.distill import (
     carve,
     distill,
     gsm8k_questions,
@@ -23,14 +27,10 @@ from raglab.distill import (
     training_record,
     usage,
 )
-from raglab.errors import run
-from raglab.formats import write_jsonl
-from raglab.models import cache_dir
-from raglab.params import load_params, section
-from raglab.report import StageReport
-from raglab.sft import sample
-from raglab.sources import read_downloaded
-from raglab.teacher import teacher_endpoint
+from raglab.generator.teacher import teacher_endpoint
+from raglab.params.loader import load_params, section
+from raglab.serving.cache import import_replies, response_cache
+from raglab.serving.client import Sampling, chat_many
 
 log = logging.getLogger("raglab")
 
@@ -61,15 +61,19 @@ def main(params_file: str, source_dir: str, teacher_dir: str, out_dir: str) -> N
         if not train:
             raise click.ClickException(f"distill_cot: no {p['train_split']} question of {source_dir} has a question "
                                        "and a numeric '#### ' answer")
-        train = sample(train, p["max_questions"], p["seed"])
+        train = seeded_prefix(train, p["max_questions"], p["seed"])
         evaluation = sample(evaluation, p["max_eval"], p["seed"])
         report.add_wrote("eval.jsonl", write_jsonl(out / "eval.jsonl", (
             {"id": q.id, "question": q.question, "gold": q.gold} for q in evaluation)))
 
         sampling = Sampling(p["max_tokens"], p["temperature"])
-        cache = ResponseCache(cache_dir() / "responses.sqlite")
+        cache = response_cache()
         started = time.perf_counter()
         with teacher_endpoint(p["teacher"], teacher_dir, serving, out) as (endpoint, identity):
+            for file in sorted(Path(p["replies"]).glob("*.jsonl.gz")):  # this teacher's exported replies first
+                counts = import_replies(cache, file, identity)
+                report.extra.setdefault("imported_replies", {})[file.name] = counts
+                report.add_read(f"{p['replies']}/{file.name}", counts["added"] + counts["present"])
             def ask(requests, round_no):
                 replies = chat_many(endpoint, requests, sampling, concurrency=serving["concurrency"],
                                     timeout_s=serving["timeout_s"], max_retries=serving["max_retries"],

@@ -2,12 +2,12 @@
 
 import click
 
-from raglab.embed_training import train_embedder
-from raglab.errors import run
-from raglab.formats import write_json
-from raglab.params import load_params, section
-from raglab.report import StageReport
-from raglab.retrieval import EmbedderConfig
+from raglab.core.errors import run
+from raglab.core.formats import write_json
+from raglab.core.report import StageReport
+from raglab.params.loader import load_params, section
+from raglab.retriever.search import EmbedderConfig
+from raglab.retriever.train import train_embedder
 
 
 @click.command()

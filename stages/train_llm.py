@@ -4,8 +4,8 @@ The training records are a mixture (`train_llm.mixture`): each source (`cmrc`: b
 reading-comprehension records, `math`: distill_cot's verified solutions) contributes at most its
 cap (null = all, 0 = none), and the mixture is shuffled with the seed. A source that has no
 records (distill_cot kept none, say) adds nothing and the report says so; an empty mixture is an
-error. With `train_llm.num_processes` > 1 the same script re-launches itself under
-`accelerate launch` (one process per GPU).
+error. With `train_llm.num_processes` > 1 the same script re-launches itself under torchrun
+(`torch.distributed.run`: one process per GPU, or data-parallel processes on a CPU with gloo).
 """
 
 import os
@@ -14,12 +14,12 @@ import sys
 
 import click
 
-from raglab.errors import run
-from raglab.formats import folder_fingerprint, read_jsonl, write_json
-from raglab.llm_training import conversation, fit_cutoff, load_tokenizer, train_lora
-from raglab.params import load_params, section
-from raglab.report import StageReport
-from raglab.training import run_fingerprint
+from raglab.core.errors import run
+from raglab.core.formats import folder_fingerprint, read_jsonl, write_json
+from raglab.core.report import StageReport
+from raglab.generator.train import conversation, fit_cutoff, load_tokenizer, train_lora
+from raglab.models.trainer import distributed_launcher, run_fingerprint
+from raglab.params.loader import load_params, section
 
 
 def mixture(sources: dict[str, str], caps: dict, seed: int, report: StageReport) -> list[dict]:
@@ -61,8 +61,8 @@ def main(params_file, base_dir, sources, val_file, out_dir, checkpoint_dir, live
     params = load_params(params_file)
     hp, llm = section(params, "train_llm", params_file), section(params, "llm", params_file)
     if hp["num_processes"] > 1 and "LOCAL_RANK" not in os.environ:
-        launcher = ["accelerate", "launch", "--num_processes", str(hp["num_processes"]), "-m", "stages.train_llm"]
-        os.execvp(launcher[0], launcher + sys.argv[1:])
+        os.execv(sys.executable, [sys.executable, *distributed_launcher(hp["num_processes"]), "-m", "stages.train_llm",
+                                  *sys.argv[1:]])
     source_files = dict(s.split("=", 1) for s in sources)
     base = {"model": base_dir, "revision": None, "trust_remote_code": llm["trust_remote_code"]}
 

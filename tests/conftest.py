@@ -29,7 +29,7 @@ def minilm_dir() -> str:
 @pytest.fixture(scope="session")
 def tiny_llm(tmp_path_factory, mirror) -> str:
     """The tiny random-weight Qwen2 model, built as the demo builds it."""
-    from raglab.tiny_model import build_tiny_model, corpus_texts
+    from raglab.models.tiny import build_tiny_model, corpus_texts
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llm"), corpus_texts(mirror)))
 

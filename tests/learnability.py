@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from raglab.llm_training import conversation
-from raglab.prompts import chat_messages, render
-from raglab.report import StageReport
-from raglab.sft import RCExample, alpaca_record, validate_rc
+from raglab.core.prompts import chat_messages, render
+from raglab.core.report import StageReport
+from raglab.generator.sft import RCExample, alpaca_record, validate_rc
+from raglab.generator.train import conversation
 
 N_RECORDS = 8
 

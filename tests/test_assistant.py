@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raglab.profiles import flatten, load_profile
-from raglab.rag import write_kb
-from raglab.retrieval import EmbedderConfig, load_embedder
-from raglab.routing import EmbeddingRouter
+from raglab.experiments.profiles import flatten
+from raglab.params.loader import load_profile
+from raglab.rag.kb import write_kb
+from raglab.rag.routing import EmbeddingRouter
+from raglab.retriever.search import EmbedderConfig, load_embedder
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -60,8 +61,9 @@ def served(workspace):
     """The assistant's web server (API and page) on a free port, its generator served by vLLM."""
     import os
 
-    from raglab.assistant import create_app, serve_in_thread, start
-    from raglab.serving import free_port
+    from raglab.assistant.server import create_app, serve_in_thread
+    from raglab.assistant.system import start
+    from raglab.serving.vllm import free_port
 
     cwd = Path.cwd()
     os.chdir(workspace)
@@ -94,7 +96,7 @@ def test_openai_clients_get_the_answer_route_and_passages(served):
 
 
 def test_chat_page_shows_the_reply_route_and_passages(served, tmp_path):
-    from raglab.assistant import converse
+    from raglab.assistant.page import converse
 
     _, url = served
     png = tmp_path / "assistant.png"

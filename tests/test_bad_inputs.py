@@ -23,7 +23,7 @@ GSM = "gsm8k/train.jsonl"
 
 
 def params_file(tmp_path: Path, mirror: Path, changes: dict | None = None, name: str = "params.yaml") -> Path:
-    from raglab.profiles import merge
+    from raglab.params.loader import merge
 
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params = merge(merge(params, {"download": {"mirror": str(mirror)}}), changes or {})
@@ -53,7 +53,7 @@ def mirror(tmp_path):
 
 
 def download(tmp_path: Path, mirror: Path, changes: dict | None = None, **env):
-    return run(["stages.download", "data", "--params", str(params_file(tmp_path, mirror, changes, "download.yaml")),
+    return run(["stages.download", "--params", str(params_file(tmp_path, mirror, changes, "download.yaml")),
                 "--out", str(tmp_path / "raw")], tmp_path, **env)
 
 
@@ -174,7 +174,7 @@ def test_out_of_range_values_and_unknown_choices(tmp_path, mirror, changes, mess
 def test_a_profile_with_an_unknown_key_stops_before_dvc(tmp_path, monkeypatch):
     profile = tmp_path / "typo.yaml"
     profile.write_text("train_llm:\n  lora_rnak: 16\n")
-    proc = run(["raglab.profiles", str(profile), "--dry-run"], tmp_path)
+    proc = run(["raglab.experiments.profiles", str(profile), "--dry-run"], tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "train_llm.lora_rnak: unknown key; did you mean lora_rank?" in proc.stderr
     assert "dvc exp run" not in proc.stdout
@@ -182,7 +182,7 @@ def test_a_profile_with_an_unknown_key_stops_before_dvc(tmp_path, monkeypatch):
 
 def test_a_model_folder_that_does_not_exist(tmp_path, mirror):
     params = params_file(tmp_path, mirror, {"llm": {"model": str(tmp_path / "no-model")}})
-    proc = run(["stages.download", "llm", "--params", str(params), "--out", str(tmp_path / "llm")], tmp_path)
+    proc = run(["stages.download_model", "llm", "--params", str(params), "--out", str(tmp_path / "llm")], tmp_path)
     assert_one_line_error(proc, "no model folder at", "no-model")
 
 
@@ -207,9 +207,9 @@ def test_gsm8k_rows_without_a_numeric_answer_are_dropped_and_counted(tmp_path, m
     rows[1]["answer"] += "0 apples"  # "#### 1230 apples" is not a number
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert download(tmp_path, mirror).returncode == 0
-    from raglab.distill import gsm8k_questions
-    from raglab.formats import read_jsonl
-    from raglab.report import StageReport
+    from raglab.core.formats import read_jsonl
+    from raglab.core.report import StageReport
+    from raglab.generator.distill import gsm8k_questions
 
     report = StageReport("t")
     assert len(gsm8k_questions(read_jsonl(tmp_path / "raw" / "gsm8k" / "train.jsonl"), "train", report)) == 38

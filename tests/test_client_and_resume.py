@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from raglab.client import Endpoint, chat_all
-from raglab.training import checkpoint_to_resume, run_fingerprint
+from raglab.models.trainer import checkpoint_to_resume, run_fingerprint
+from raglab.serving.client import Endpoint, chat_all
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raglab.compare import compare, paired_bootstrap, per_query_scores, report, revision_reader
+from raglab.experiments.compare import compare, paired_bootstrap, per_query_scores, report, revision_reader
 
 
 def test_paired_bootstrap_interval():
@@ -112,7 +112,7 @@ def test_two_revisions_give_a_report_with_a_flagged_delta_and_a_noise_delta(tmp_
 
 
 def test_rag_scores_are_read_per_retriever_and_per_system():
-    from raglab.compare import scores_under
+    from raglab.experiments.compare import scores_under
 
     files = {
         "s/rag/test/retrieval/bm25.jsonl": '{"id": "q1", "question": "?", "gold_rank": 2, "hit@1": 0.0, "hit@3": 1.0}\n',

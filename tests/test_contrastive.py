@@ -3,7 +3,8 @@ import zlib
 import numpy as np
 import pytest
 
-from raglab.contrastive import (
+from raglab.core.report import StageReport
+from raglab.retriever.data import (
     QAPair,
     beir_files,
     eval_split,
@@ -12,7 +13,6 @@ from raglab.contrastive import (
     seeded_split,
     validate_pairs,
 )
-from raglab.report import StageReport
 
 
 def make_pairs(n, shared_every=0):

@@ -17,9 +17,10 @@ import pytest
 import yaml
 from fake_openai import Action, FakeOpenAI, user_text
 
-from raglab.client import Endpoint, Reply, Request, ResponseCache, Sampling, chat_many
-from raglab.distill import Question, distill, question_messages, solution_text, training_record
-from raglab.prompts import chat_messages, render_question
+from raglab.core.prompts import chat_messages, render_question
+from raglab.generator.distill import Question, distill, question_messages, solution_text, training_record
+from raglab.serving.cache import ResponseCache
+from raglab.serving.client import Endpoint, Reply, Request, Sampling, chat_many
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "{question}\nPut the answer in \\boxed{}."
@@ -146,7 +147,7 @@ def test_records_in_the_brief_form():
 def stage_params(tmp_path: Path, base_url: str, **distill_changes) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["distill_cot"].update({"train_split": "train", "eval_split": "train", "eval_size": 0.1, "max_rounds": 15,
-                                  "max_tokens": 64, "prompt": PROMPT, "seed": 1,
+                                  "max_tokens": 64, "prompt": PROMPT, "seed": 1, "replies": str(tmp_path / "replies"),
                                   "teacher": {**params["distill_cot"]["teacher"], "model": "t", "revision": None,
                                               "endpoint": {"base_url": base_url, "api_key_env": "FAKE_TEACHER_KEY"}},
                                   **distill_changes})

@@ -1,6 +1,6 @@
 import pytest
 
-from raglab.embed_training import length_buckets
+from raglab.retriever.train import length_buckets
 
 
 def whitespace_tokenizer(texts, add_special_tokens=True):
@@ -42,8 +42,8 @@ def test_length_buckets_reject_zero():
     ({"query": "q", "pos": ["p"]}, "neg"),
 ])
 def test_training_rows_are_checked_before_the_trainer_sees_them(bad, field):
-    from raglab.embed_training import check_train_rows
-    from raglab.formats import DataError
+    from raglab.core.formats import DataError
+    from raglab.retriever.train import check_train_rows
 
     good = row(3, [2])
     check_train_rows([good], "train.jsonl")
@@ -68,7 +68,7 @@ def test_merge_weights_averages_the_runs_and_interpolates_towards_the_base(tmp_p
     import torch
     from transformers import BertModel
 
-    from raglab.embed_training import merge_weights
+    from raglab.retriever.train import merge_weights
 
     base = random_bert(tmp_path / "base", 0)
     runs = [random_bert(tmp_path / f"run{i}", i) for i in (1, 2)]
@@ -97,9 +97,9 @@ def test_a_soup_is_the_mean_of_the_runs_it_trains(tmp_path, minilm_dir, params):
     import torch
     from safetensors.torch import load_file
 
-    from raglab.embed_training import train_embedder
-    from raglab.formats import write_jsonl
-    from raglab.retrieval import EmbedderConfig
+    from raglab.core.formats import write_jsonl
+    from raglab.retriever.search import EmbedderConfig
+    from raglab.retriever.train import train_embedder
 
     topics = ["revenue", "debt", "cash", "margin", "tax", "leases", "goodwill", "dividends"]
     write_jsonl(tmp_path / "train.jsonl", [

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from raglab.formats import DataError, read_jsonl, write_jsonl, write_lines, write_text
+from raglab.core.formats import DataError, read_jsonl, write_jsonl, write_lines, write_text
 
 
 def test_jsonl_round_trip_keeps_unicode(tmp_path):

@@ -20,10 +20,11 @@ import sys
 import learnability
 import pytest
 
-from raglab.client import Endpoint, chat_all
-from raglab.llm_training import train_lora
-from raglab.prompts import chat_messages, render
-from raglab.serving import ServerError, VLLMServer, adapter_rank, hf_generate, local_endpoints
+from raglab.core.prompts import chat_messages, render
+from raglab.generator.train import train_lora
+from raglab.serving.client import Endpoint, chat_all
+from raglab.serving.systems import local_endpoints
+from raglab.serving.vllm import ServerError, VLLMServer, adapter_rank, hf_generate
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +67,7 @@ def test_sigterm_to_serve_process_stops_vllm(tiny_llm, tmp_path):
     """A stage killed by SIGTERM (e.g. DVC cancelled) takes its server down with it."""
     script = (
         "import sys, time\n"
-        "from raglab.serving import VLLMServer\n"
+        "from raglab.serving.vllm import VLLMServer\n"
         f"s = VLLMServer({tiny_llm!r}, max_model_len=1024, startup_timeout_s=300, log_file={str(tmp_path / 'v.log')!r})\n"
         "with s:\n"
         "    print(s._proc.pid, flush=True)\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 import pytest
 
-from raglab.formats import write_jsonl
-from raglab.llm_training import answer_only_trainer_class, conversation, lora_config
-from raglab.report import StageReport
+from raglab.core.formats import write_jsonl
+from raglab.core.report import StageReport
+from raglab.generator.train import answer_only_trainer_class, conversation, lora_config
 from stages.train_llm import mixture
 
 SYSTEM = "You are a helpful assistant."

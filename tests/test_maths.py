@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from raglab.maths import GoldError, check, final_part, gold_answer, last_boxed
+from raglab.generator.maths import GoldError, check, final_part, gold_answer, last_boxed
 
 # (response, gold, expected status): what a careful grader would say
 CASES = [
@@ -50,6 +50,22 @@ CASES = [
 @pytest.mark.parametrize("response, gold, expected", CASES)
 def test_check_tricky_cases(response, gold, expected):
     assert check(gold, response).status == expected
+
+
+# (response, gold, strict status, lenient status): a student cut off mid-reasoning fails strictly
+STRICT_VS_LENIENT = [
+    ("<think>\n9 + 9 = \\boxed{18}, let me check again and again", "18", "unclosed", "correct"),
+    ("<think>\n9 + 9 = \\boxed{17}", "18", "unclosed", "wrong"),
+    ("<think>\nnothing boxed yet", "18", "unclosed", "no_boxed"),
+    ("<think>\n9 + 9\n</think>\n\nSo \\boxed{18}.", "18", "correct", "correct"),  # closed: the same verdict
+    ("no reasoning tags, \\boxed{18}", "18", "correct", "correct"),  # a model that does not think in tags
+]
+
+
+@pytest.mark.parametrize("response, gold, strict, lenient", STRICT_VS_LENIENT)
+def test_strict_fails_unclosed_reasoning_and_lenient_takes_the_last_box(response, gold, strict, lenient):
+    assert check(gold, response).status == strict  # strict is the default: what accuracy means
+    assert check(gold, response, strict=False).status == lenient
 
 
 def test_check_reports_the_boxed_text_as_written():

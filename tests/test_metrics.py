@@ -4,7 +4,7 @@ import random
 import pytest
 from rapidfuzz.distance import Levenshtein
 
-from raglab.metrics import (
+from raglab.evaluation.metrics import (
     context_recall,
     context_relevance,
     mean_scores,
@@ -76,14 +76,14 @@ def test_retrieval_scores_and_means():
 
 
 def test_exact_match_strips_whitespace():
-    from raglab.metrics import exact_match
+    from raglab.evaluation.metrics import exact_match
 
     assert exact_match(" 1990年\n", "1990年") == 1.0
     assert exact_match("1990", "1990年") == 0.0
 
 
 def test_origin_score_english_pieces_and_chinese_substring():
-    from raglab.metrics import origin_score
+    from raglab.evaluation.metrics import origin_score
 
     passage = "甲公司成立于1990年，总部位于上海。Revenue grew 5% in 2023."
     assert origin_score("1990年", passage) == 1.0
@@ -97,7 +97,7 @@ def test_origin_score_english_pieces_and_chinese_substring():
 def test_cosine_scores_clip_and_batch():
     import numpy as np
 
-    from raglab.metrics import cosine_scores
+    from raglab.evaluation.metrics import cosine_scores
 
     class Fixed:
         vectors = {"a": [1, 0], "b": [0, 1], "c": [-1, 0], "d": [0.6, 0.8]}

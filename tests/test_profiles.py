@@ -5,7 +5,7 @@ import click
 import pytest
 from synthetic import mirror_files
 
-from raglab.profiles import flatten, set_param_args
+from raglab.experiments.profiles import flatten, set_param_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,7 @@ def test_every_profile_set_through_dvc_validates(profile, tmp_path, monkeypatch)
 
     from dvc.utils.hydra import apply_overrides
 
-    from raglab.params import load_params
-    from raglab.profiles import load_profiles
+    from raglab.params.loader import load_params, load_profiles
 
     for var in ("MINILM_DIR", "TINY_LLM_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
@@ -77,7 +76,7 @@ def test_committed_demo_mirror_is_what_the_generator_writes():
 def test_record_copies_params_lock_and_metrics_of_the_experiment(tmp_path, monkeypatch):
     import subprocess
 
-    from raglab.profiles import record_experiment
+    from raglab.experiments.records import record_experiment
 
     def git(*args):
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
@@ -115,8 +114,8 @@ def test_record_copies_params_lock_and_metrics_of_the_experiment(tmp_path, monke
 
 
 def test_every_point_of_a_sweep_is_validated_before_anything_is_queued():
-    from raglab.params import check
-    from raglab.schema import ParamsError
+    from raglab.params.loader import check
+    from raglab.params.schema import ParamsError
 
     check(REPO / "params.yaml", None, ("train_embed.learning_rate=5e-5,2e-4", "train_llm.lora_rank=8,16"))
     with pytest.raises(ParamsError, match="negatives: Input should be 'random' or 'hard' \\(got 'hardest'\\)"):

@@ -11,12 +11,13 @@ import re
 import pytest
 from fake_openai import Action, FakeOpenAI, user_text
 
-from raglab.client import ResponseCache
-from raglab.contrastive import seeded_group_split
-from raglab.rag import Retrievers, rag_messages, read_kb, unique_passages, write_kb
-from raglab.report import StageReport
-from raglab.retrieval import BM25Index, reciprocal_rank_fusion, words
-from raglab.routing import MATH, RAG, EmbeddingRouter, route_from_reply, routing_accuracy
+from raglab.core.report import StageReport
+from raglab.rag.kb import read_kb, unique_passages, write_kb
+from raglab.rag.routing import MATH, RAG, EmbeddingRouter, route_from_reply, routing_accuracy
+from raglab.rag.system import Retrievers, rag_messages
+from raglab.retriever.data import seeded_group_split
+from raglab.retriever.search import BM25Index, reciprocal_rank_fusion, words
+from raglab.serving.cache import ResponseCache
 
 KB = ["林晓是一位建筑师，出生于苏州，代表作是《远山》。",
       "王磊在成都开了一家面馆，每天卖出三百碗面。",
@@ -55,7 +56,7 @@ def test_retrievers_grid_over_one_knowledge_base(minilm_dir, params):
     assert retrievers.available() == ["bm25", "base", "hybrid"]  # no tuned embedder given
     with pytest.raises(ValueError, match="unknown retriever 'tuned'"):
         retrievers.search("tuned", QUESTIONS, 2)
-    params["serve_infer"]["rag"]["hybrid"] = {"of": ["bm25", "base"], "weights": None, "rrf_k": 60}
+    params["rag"]["hybrid"] = {"of": ["bm25", "base"], "weights": None, "rrf_k": 60}
     bm25, dense, hybrid = (retrievers.search(name, QUESTIONS, 3) for name in ("bm25", "base", "hybrid"))
     assert all(len(r) == 3 for r in dense + hybrid) and [r[0][0] for r in bm25] == [0, 1, 2, 3]
     assert [r[0][0] for r in hybrid] == [0, 1, 2, 3]  # BM25 is right on every question; fusion keeps it
@@ -82,7 +83,7 @@ READING = [f"{q}" for q in QUESTIONS] + ["苏州在哪个省？", "谁写了《�
 
 
 def test_embedding_router_learns_routes_and_reloads(minilm_dir, tmp_path):
-    from raglab.retrieval import EmbedderConfig, load_embedder
+    from raglab.retriever.search import EmbedderConfig, load_embedder
 
     embedder = load_embedder(EmbedderConfig(model=minilm_dir, pooling="mean", batch_size=16))
     router = EmbeddingRouter.fit(embedder, MATHS[:8], READING[:8], seed=0)
@@ -114,7 +115,7 @@ def test_group_split_keeps_each_passage_on_one_side():
 def test_extended_vocabulary_gives_unknown_characters_their_own_tokens(minilm_dir, tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
-    from raglab.embed_training import extend_vocabulary
+    from raglab.retriever.vocabulary import extend_vocabulary
 
     base = AutoTokenizer.from_pretrained(minilm_dir)
     text = "赵敏写了小说《海潮》，讲述厦门渔民的故事。"
@@ -171,7 +172,7 @@ def judge_script(verdicts: list[int], broken_answer: str | None = None):
 
 @pytest.mark.parametrize("mode", ["json", "json_schema"])
 def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_dir, tmp_path, monkeypatch, mode):
-    from raglab.judge import judge_scores
+    from raglab.evaluation.judge import judge_scores
 
     monkeypatch.setenv("RAGLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("JUDGE_KEY", "sk-test")
@@ -184,7 +185,7 @@ def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_d
     with FakeOpenAI(judge_script([1, 0, 1, 1], broken_answer="BROKEN")) as server:
         judge = {"kind": "endpoint", "base_url": server.base_url, "model": "judge-1", "api_key_env": "JUDGE_KEY",
                  "mode": mode, "max_tokens": 256, "strictness": 2}
-        report = StageReport("score@rag")
+        report = StageReport("score_rag")
         scores = judge_scores(judge, None, serving, embedder, rows, tmp_path / "log", report)
         asked = len(server.requests)
         assert scores[0] == {"answer_relevancy": pytest.approx(1.0, abs=1e-4), "faithfulness": 0.75}
@@ -193,14 +194,14 @@ def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_d
         assert report.extra["judge_missing_verdicts"] == {"InstructorRetryException": 2, "empty_answer": 1}
         assert {r["auth"] for r in server.requests} == {"Bearer sk-test"}  # the key from the environment
         assert asked == 2 + 2 + 1 + 1  # row 1: 2 questions + 2 faithfulness steps; row 2: each metric's first fails
-        again = judge_scores(judge, None, serving, embedder, rows, tmp_path / "log", StageReport("score@rag"))
+        again = judge_scores(judge, None, serving, embedder, rows, tmp_path / "log", StageReport("score_rag"))
         assert again == scores
         assert len(server.requests) == asked  # re-scoring asks nothing: every reply (noise too) replays from the cache
     assert len(ResponseCache(tmp_path / "cache" / "responses.sqlite")) == asked  # the same request twice: 2 entries
 
 
 def test_no_judge_means_no_verdicts(tmp_path):
-    from raglab.judge import judge_scores
+    from raglab.evaluation.judge import judge_scores
 
     judge = {"kind": "none", "base_url": None, "model": None, "api_key_env": None, "mode": "json",
              "max_tokens": 8, "strictness": 1}
@@ -214,7 +215,7 @@ def test_embedder_pairs_from_cmrc_training_passages_only(mirror, tmp_path, param
     import yaml
     from click.testing import CliRunner
 
-    from raglab.formats import read_jsonl
+    from raglab.core.formats import read_jsonl
     from stages import build_embed_negatives, build_sft, download
 
     params = json.loads(json.dumps(params))
@@ -225,7 +226,7 @@ def test_embedder_pairs_from_cmrc_training_passages_only(mirror, tmp_path, param
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     runner = CliRunner()
-    for command, args in [(download.main, ["data", "--out", str(tmp_path / "raw")]),
+    for command, args in [(download.main, ["--out", str(tmp_path / "raw")]),
                           (build_sft.main, ["--source", str(tmp_path / "raw" / "cmrc2018"), "--out", str(tmp_path / "sft")]),
                           (build_embed_negatives.main, ["--out", str(tmp_path / "embed")])]:
         result = runner.invoke(command, ["--params", str(params_file), *args], catch_exceptions=False)
@@ -242,13 +243,13 @@ def test_embedder_pairs_from_cmrc_training_passages_only(mirror, tmp_path, param
 
 
 def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp_path, params, minilm_dir, monkeypatch):
-    """serve_infer@rag and score@rag with every model behind the scripted OpenAI-compatible server: an external
+    """serve_infer_rag and score_rag with every model behind the scripted OpenAI-compatible server: an external
     generator, the llm router and the judge (the local systems and the embedding router run in the DVC test)."""
     import yaml
     from click.testing import CliRunner
 
-    from raglab.formats import read_jsonl, write_jsonl
-    from stages import build_sft, download, score, serve_infer
+    from raglab.core.formats import read_jsonl, write_jsonl
+    from stages import build_sft, download, score_rag, serve_infer_rag
 
     monkeypatch.setenv("RAGLAB_CACHE", str(tmp_path / "cache"))
     embedder = {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None,
@@ -267,10 +268,10 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
         p["download"]["mirror"] = str(mirror)
         p["embedder"] = embedder
         p["build_sft"].update(train_split="validation", eval_split="validation", eval_size=0.3, max_eval=6)
-        p["serve_infer"]["rag"].update(
+        p["rag"].update(
             retrievers=["bm25", "tuned", "hybrid"], generators=[], max_answers=4,
             external=[{"name": "hosted", "base_url": server.base_url, "model": "gen-1"}],
-            router={**p["serve_infer"]["rag"]["router"], "kind": "llm",
+            router={**p["rag"]["router"], "kind": "llm",
                     "endpoint": {"name": "router", "base_url": server.base_url, "model": "router-1"}})
         p["score"]["rag"]["judge"].update(kind="endpoint", base_url=server.base_url, model="judge-1", strictness=1)
         p["score"]["generation"]["cosine_embedder"] = {k: embedder[k] for k in (
@@ -284,13 +285,13 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
         (tmp_path / "models").mkdir()
         runner = CliRunner()
         for command, args in [
-            (download.main, ["data", "--out", str(tmp_path / "raw")]),
+            (download.main, ["--out", str(tmp_path / "raw")]),
             (build_sft.main, ["--source", str(tmp_path / "raw" / "cmrc2018"), "--out", str(tmp_path / "sft")]),
-            (serve_infer.main, ["rag", "--eval", str(tmp_path / "sft"), "--model", str(tmp_path / "models"),
+            (serve_infer_rag.main, ["--eval", str(tmp_path / "sft"), "--adapter", str(tmp_path / "models"),
                                 "--base", str(tmp_path / "models"), "--embedder", minilm_dir,
                                 "--math", str(tmp_path / "distill"), "--gsm8k", str(tmp_path / "raw" / "gsm8k"),
                                 "--out", str(tmp_path / "infer")]),
-            (score.main, ["rag", "--infer", str(tmp_path / "infer"), "--metrics", str(tmp_path / "rag.json"),
+            (score_rag.main, ["--infer", str(tmp_path / "infer"), "--metrics", str(tmp_path / "rag.json"),
                           "--plot", str(tmp_path / "rag.csv"), "--per-query", str(tmp_path / "score")])]:
             result = runner.invoke(command, ["--params", str(params_file), *args], catch_exceptions=False)
             assert result.exit_code == 0, result.output

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raglab.formats import write_jsonl
+from raglab.core.formats import write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def write_params(tmp_path: Path, changes: dict) -> Path:
-    from raglab.profiles import merge
+    from raglab.params.loader import merge
 
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8")), changes)
     path = tmp_path / "params.yaml"
@@ -108,7 +108,7 @@ def test_train_llm_resumes_from_its_last_checkpoint(tmp_path, tiny_llm, mirror):
         "learning_rate": 1.0e-3, "cutoff_len": 1024, "mixed_precision": "fp32", "gradient_checkpointing": False,
         "save_steps": 2, "logging_steps": 1, "lr_scheduler": "linear"}})
     prompt = yaml.safe_load(params.read_text())["prompt"]
-    from raglab.sft import alpaca_record
+    from raglab.generator.sft import alpaca_record
 
     write_jsonl(sft, [alpaca_record(e, prompt["template"], prompt["system"]) for e in exs])
     write_jsonl(tmp_path / "val.jsonl", [])

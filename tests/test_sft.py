@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from raglab.llm_training import conversation, fit_cutoff
-from raglab.prompts import chat_messages, check_template, render
-from raglab.report import StageReport
-from raglab.sft import alpaca_record, eval_record, messages_record, sample, split_by_passage, validate_rc
+from raglab.core.prompts import chat_messages, check_template, render
+from raglab.core.report import StageReport
+from raglab.core.sampling import sample
+from raglab.generator.sft import alpaca_record, eval_record, messages_record, split_by_passage, validate_rc
+from raglab.generator.train import conversation, fit_cutoff
 
 TEMPLATE = "请用下面的文段的原文来回答问题\n\n### 已知文段：{context}\n\n### 问题：{question}\n"
 SYSTEM = "You are a helpful assistant."
@@ -65,7 +66,7 @@ def test_training_conversation_equals_inference_conversation():
 
 
 def test_passage_split_is_seeded_and_keeps_passages_on_one_side():
-    from raglab.sft import RCExample
+    from raglab.generator.sft import RCExample
 
     exs = [RCExample(str(i), f"passage {i // 3}", f"q{i}", "a") for i in range(60)]
     train, held = split_by_passage(exs, 0.25, seed=1)

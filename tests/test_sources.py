@@ -1,7 +1,7 @@
 import pytest
 
-from raglab.formats import DataError
-from raglab.sources import load_split
+from raglab.core.formats import DataError
+from raglab.data.sources import load_split
 
 
 def test_mirror_gives_normalised_rows_for_all_three_datasets(mirror):

@@ -1,0 +1,48 @@
+"""The chat page driven in headless Chromium: ask questions as a person would, read what the page shows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("raglab")
+
+@dataclass
+class Shown:
+    """What the chat page showed for one question."""
+    messages: list[str]  # the assistant's message bubbles: the answer, then the route and passages (titled)
+    titles: list[str]    # the titles of the route and passages panels
+
+
+def converse(url: str, questions: list[str], png: Path | None = None, timeout_s: float = 300) -> list[Shown]:
+    """Ask ``questions`` on the chat page at ``url`` in headless Chromium, one after another, waiting for each
+    reply; optionally save a screenshot of the conversation."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from raglab.experiments.browser import chromium_page
+
+    shown = []
+    with chromium_page(width=1200, height=1100) as page:
+        page.goto(url)
+        box = page.locator("#question textarea")
+        expect(box).to_be_visible(timeout=timeout_s * 1000)
+        for question in questions:
+            before = page.locator('#chat [data-testid="bot"]').count()
+            box.fill(question)
+            page.locator('#question [data-testid="submit-button"]').click()
+            expect(page.locator('#chat [data-testid="bot"]')).not_to_have_count(before, timeout=timeout_s * 1000)
+            tracker = page.locator('#question [data-testid="status-tracker"]')
+            expect(tracker).to_have_class(re.compile(r"\bhide\b"), timeout=timeout_s * 1000)
+            bots = page.locator('#chat [data-testid="bot"]')
+            messages = [bots.nth(i).inner_text() for i in range(before, bots.count())]
+            titles = page.locator("#chat .thought-group .title").all_inner_texts()
+            shown.append(Shown(messages, titles))
+        if png is not None:
+            png.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(png), full_page=True, animations="disabled")
+        if page.errors:
+            raise RuntimeError(f"the chat page reported errors: {page.errors}")
+    return shown

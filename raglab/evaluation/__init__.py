@@ -1,0 +1,1 @@
+"""Task metrics and the LLM-judged general RAG metrics."""

@@ -1,0 +1,1 @@
+"""Experiment tooling around DVC: profiles, sweeps, comparisons with intervals, plots, headless Chromium."""

@@ -1,0 +1,234 @@
+"""Compare two revisions metric by metric, with a confidence interval on every delta.
+
+``dvc metrics diff`` says how much a number moved, not whether that is more than noise: on 700
+queries a 0.3-point change in context recall is one or two queries. This module reads the per-query
+scores at two git revisions: the pipeline's (``data/score/...``, DVC outputs, read through DVC: the local
+cache, or the DVC remote for a revision whose outputs are only there) and those of every recorded run
+(``results/NAME/score/...``, committed with the run's params, dvc.lock and metrics). It pairs the
+queries and for each (run, track, split, system, metric) reports old, new, the signed delta and a 95%
+paired-bootstrap interval of the delta; a delta whose interval excludes zero is marked as beyond the noise.
+
+    python -m raglab.experiments.compare --base main --head HEAD > metrics-diff.md
+
+The report opens with ``dvc params diff`` and closes with ``dvc metrics diff`` of the same revisions; the
+pull-request workflow (``.github/workflows/pull-request.yml``) posts it as the job summary and a comment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from raglab.experiments.dvc import run_dvc
+
+HEADLINE = ("em", "cosine", "origin", "context_recall", "context_relevance")
+PERCENT_METRICS = {"em", "cosine", "origin", "context_recall", "context_relevance", "accuracy"}
+
+
+@dataclass
+class Row:
+    run: str
+    track: str
+    split: str
+    system: str
+    metric: str
+    old: float | None
+    new: float | None
+    low: float | None = None   # 95% interval of new - old
+    high: float | None = None
+    n: int = 0
+    note: str = ""
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.old is None or self.new is None else self.new - self.old
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.low is not None and (self.low > 0 or self.high < 0)
+
+
+def paired_bootstrap(old: np.ndarray, new: np.ndarray, n_resamples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(new - old) over resamples of the paired queries."""
+    diffs = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(n_resamples, len(diffs)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+# --- per-query scores of one revision: {(run, track, split, system): {query key: {metric: value}}} ---
+
+Scores = dict[tuple[str, str, str, str], dict[str, dict[str, float]]]
+PIPELINE = "data/score"   # the pipeline's own per-query scores (DVC outputs of score)
+RECORDS = "results"       # recorded runs: results/NAME/score/... (committed)
+
+
+def _jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def per_query_scores(read: Callable[[str], str | None], listdir: Callable[[str], list[str]]) -> Scores:
+    """The per-query files of one revision (the pipeline's and every record's), through ``read(path)`` and
+    ``listdir(path)``."""
+    scores: Scores = {}
+    roots = {"pipeline": PIPELINE, **{name: f"{RECORDS}/{name}/score" for name in listdir(RECORDS)}}
+    for run, root in roots.items():
+        for key, rows in scores_under(root, read, listdir).items():
+            scores[(run, *key)] = rows
+    return scores
+
+
+def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable[[str], list[str]]
+                 ) -> dict[tuple[str, str, str], dict[str, dict[str, float]]]:
+    """{(track, split, system): {query key: {metric: value}}} of the score folders under ``root``."""
+    scores: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
+    for name in listdir(f"{root}/retrieval"):
+        if name.endswith(".jsonl"):
+            split = name.removesuffix(".jsonl")
+            for i, row in enumerate(_jsonl(read(f"{root}/retrieval/{name}") or "")):
+                for system, values in row.items():
+                    if isinstance(values, dict):
+                        key = f"{i}|{row['query']}"
+                        scores.setdefault(("retrieval", split, system), {})[key] = {
+                            k: v for k, v in values.items() if isinstance(v, (int, float))}
+    for split in listdir(f"{root}/generation"):
+        for name in listdir(f"{root}/generation/{split}"):
+            if name.endswith(".jsonl"):
+                for row in _jsonl(read(f"{root}/generation/{split}/{name}") or ""):
+                    scores.setdefault(("generation", split, name.removesuffix(".jsonl")), {})[str(row["id"])] = {
+                        k: row[k] for k in ("em", "cosine", "origin")}
+    for split in listdir(f"{root}/rag"):  # the RAG system: each retriever's ranks, each retriever+generator's answers
+        for folder, track in ((f"{root}/rag/{split}/retrieval", "rag retrieval"), (f"{root}/rag/{split}", "rag")):
+            for name in listdir(folder):
+                if name.endswith(".jsonl"):
+                    for row in _jsonl(read(f"{folder}/{name}") or ""):
+                        scores.setdefault((track, split, name.removesuffix(".jsonl")), {})[str(row["id"])] = {
+                            k: v for k, v in row.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "gold_rank"}
+    for name in listdir(f"{root}/math"):
+        if name.endswith(".jsonl"):
+            for i, row in enumerate(_jsonl(read(f"{root}/math/{name}") or "")):
+                scores.setdefault(("math", "eval", name.removesuffix(".jsonl")), {})[f"{i}|{row['question']}"] = {
+                    "accuracy": row["accuracy"]}
+    return scores
+
+
+def compare(old: Scores, new: Scores, n_resamples: int = 2000) -> list[Row]:
+    rows = []
+    for key in sorted(set(old) | set(new)):
+        run, track, split, system = key
+        a, b = old.get(key, {}), new.get(key, {})
+        metrics = sorted({m for q in (*a.values(), *b.values()) for m in q})
+        common = [q for q in a if q in b]
+        for metric in metrics:
+            mean_a = float(np.mean([q[metric] for q in a.values()])) if a else None
+            mean_b = float(np.mean([q[metric] for q in b.values()])) if b else None
+            row = Row(run, track, split, system, metric, mean_a, mean_b, n=len(common))
+            if a and b and len(common) == len(a) == len(b):
+                row.low, row.high = paired_bootstrap(np.array([a[q][metric] for q in common]),
+                                                     np.array([b[q][metric] for q in common]), n_resamples)
+            elif a and b:
+                row.note = f"not paired: {len(common)} of {len(a)} / {len(b)} queries in common"
+            else:
+                row.note = "only in " + ("head" if b else "base")
+            rows.append(row)
+    headline = {m: i for i, m in enumerate(HEADLINE)}
+    return sorted(rows, key=lambda r: (r.metric not in headline, headline.get(r.metric, 0), r.metric, r.run,
+                                       r.track, r.split, r.system))
+
+
+def _fmt(metric: str, value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    scale = 100 if metric in PERCENT_METRICS or metric.startswith("hit@") else 1
+    digits = 2 if scale == 100 else 3
+    return f"{value * scale:+.{digits}f}" if signed else f"{value * scale:.{digits}f}"
+
+
+def markdown(rows: Iterable[Row], base: str, head: str) -> str:
+    rows = list(rows)
+    same = [r for r in rows if r.low == r.high == 0 and r.old == r.new]  # identical per-query scores
+    rows = [r for r in rows if r not in same]
+    lines = [f"## Metrics: `{head}` vs `{base}`", "",
+             "Percentages for EM, cosine, origin, context recall / relevance, hit@k and accuracy. The interval is a 95% "
+             "paired bootstrap over the per-query scores; **bold** deltas are beyond it (the interval excludes 0), "
+             "the others are within noise.", "",
+             "| metric | run | track | split | system | base | head | Δ | 95% interval of Δ | n |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        delta = _fmt(r.metric, r.delta, signed=True)
+        if r.beyond_noise:
+            delta = f"**{delta}**"
+        interval = (f"[{_fmt(r.metric, r.low, True)}, {_fmt(r.metric, r.high, True)}]" if r.low is not None
+                    else r.note or "–")
+        lines.append(f"| {r.metric} | {r.run} | {r.track} | {r.split} | {r.system} | {_fmt(r.metric, r.old)} | "
+                     f"{_fmt(r.metric, r.new)} | {delta} | {interval} | {r.n} |")
+    changed = sum(r.beyond_noise for r in rows)
+    lines += ["", f"{changed} of {len(rows)} deltas are beyond the noise; {len(same)} metrics with identical "
+              "per-query scores in both revisions are not listed."]
+    return "\n".join(lines) + "\n"
+
+
+def revision_reader(rev: str | None, repo: str = ".") -> tuple[Callable[[str], str | None], Callable[[str], list[str]]]:
+    """``read`` and ``listdir`` for the files of revision ``rev`` (None: the workspace) as DVC sees them:
+    git-tracked files, and DVC outputs from the local cache, or the DVC remote when they are only there."""
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(repo, rev=rev)
+
+    def read(path: str) -> str | None:
+        if not fs.isfile(path):
+            return None
+        try:
+            return fs.read_text(path, encoding="utf-8")
+        except FileNotFoundError:  # a DVC output of that revision in neither the cache nor the remote
+            click.echo(f"warning: {path} at {rev or 'the workspace'} is in no DVC cache or remote: "
+                       "its rows show as only in the other revision (dvc pull / dvc fetch it)", err=True)
+            return None
+
+    def listdir(path: str) -> list[str]:
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) if fs.isdir(path) else []
+
+    return read, listdir
+
+
+def dvc_diff(kind: str, base: str, head: str | None, repo: str) -> str:
+    """``dvc params diff`` / ``dvc metrics diff`` of the two revisions as Markdown (head None: the workspace)."""
+    table = run_dvc(kind, "diff", "--md", base, *([head] if head else []), cwd=repo).strip()
+    return table if len(table.splitlines()) > 2 else ""  # a header without rows: nothing changed
+
+
+def report(base: str, head: str, repo: str = ".", resamples: int = 2000) -> str:
+    """The pull-request comment: parameters changed, every per-query metric's delta with its interval (headline
+    metrics first), then ``dvc metrics diff`` of everything (training loss, run times...)."""
+    head_rev = None if head == "workspace" else head
+    old = per_query_scores(*revision_reader(base, repo))
+    new = per_query_scores(*revision_reader(head_rev, repo))
+    if not old and not new:
+        raise click.ClickException(f"no per-query scores ({PIPELINE}/... or {RECORDS}/*/score/...) at {base} or "
+                                   f"{head}: dvc pull them, or run the pipeline")
+    params = dvc_diff("params", base, head_rev, repo) or "No parameter changed."
+    metrics = dvc_diff("metrics", base, head_rev, repo) or "No metrics file changed."
+    return (f"## Parameters: `{head}` vs `{base}`\n\n{params}\n\n" + markdown(compare(old, new, resamples), base, head)
+            + f"\n<details><summary>dvc metrics diff (every metrics file)</summary>\n\n{metrics}\n\n</details>\n")
+
+
+@click.command()
+@click.option("--base", default="main", show_default=True, help="The revision compared against.")
+@click.option("--head", default="HEAD", show_default=True, help="The revision under review ('workspace': files on disk).")
+@click.option("--repo", default=".", show_default=True)
+@click.option("--resamples", default=2000, show_default=True)
+def main(base: str, head: str, repo: str, resamples: int) -> None:
+    """Print the Markdown report of two revisions: params diff, metric deltas with 95% intervals, metrics diff."""
+    sys.stdout.write(report(base, head, repo, resamples))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Records of runs: an experiment's params, dvc.lock, metrics and per-query scores committed under ``results/NAME``,
+and ``results/metrics.json``, the baseline every record's metrics make together."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from raglab.core.formats import write_json, write_text
+from raglab.experiments.dvc import experiment_ref, git
+
+SCORES = "data/score"  # the per-query scores the score stages write
+RECORDS = "results"     # committed records of runs (--record), and their metrics.json: the baseline
+# Trained weights a record keeps, when the experiment has them and they are small enough for git: the LoRA
+# adapter (the last 8 layers of Qwen 0.5B: a few MB), so that anyone can re-score or serve a recorded run.
+WEIGHTS = {"models/llm-adapter": "llm-adapter"}
+MAX_WEIGHTS_BYTES = 20 * 2**20
+
+
+def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
+    """Copy ``params.yaml``, ``dvc.lock``, the metrics files and the per-query scores (into ``score/``) of
+    experiment ``exp_name`` into ``out_dir``: a committed record of the run behind published numbers, readable with
+    ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults."""
+    ref = experiment_ref(exp_name)
+    dvc_yaml = yaml.safe_load(git("show", f"{ref}:dvc.yaml"))
+    metrics = [m for m in dvc_yaml.get("metrics", []) if not m.startswith(f"{RECORDS}/")]  # the pipeline's
+    files = ["params.yaml", "dvc.lock", *metrics]
+    present = set(git("ls-tree", "-r", "--name-only", ref).split())
+    for stale in ("metrics", "score", *WEIGHTS.values()):  # a record is one run's, nothing left from an earlier one
+        shutil.rmtree(Path(out_dir) / stale, ignore_errors=True)
+    for rel in files:
+        if rel in present:
+            write_text(Path(out_dir) / rel, git("show", f"{ref}:{rel}"))
+    recorded = [f for f in files if f in present]
+    # the per-query scores (DVC outputs, small): what `raglab.experiments.compare` pairs to put an interval on a delta
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(".", rev=ref)
+    for path in sorted(fs.find(SCORES)) if fs.isdir(SCORES) else []:
+        rel = path.lstrip("/").removeprefix(SCORES + "/")
+        try:
+            text = fs.read_text(path, encoding="utf-8")
+        except FileNotFoundError:  # a part this experiment did not run, whose output is in no cache here
+            click.echo(f"not recorded: {SCORES}/{rel} of {exp_name} is not in the DVC cache", err=True)
+            continue
+        write_text(Path(out_dir) / "score" / rel, text)
+        recorded.append(f"score/{rel}")
+    recorded += record_weights(fs, Path(out_dir), exp_name)
+    write_baseline(Path(out_dir).parent)
+    return recorded
+
+
+def record_weights(fs, out_dir: Path, exp_name: str) -> list[str]:
+    """Copy the experiment's small trained weights (``WEIGHTS``, at most ``MAX_WEIGHTS_BYTES`` each) out of DVC's
+    cache into the record, whole or not at all; say which were too large or not in the cache."""
+    recorded = []
+    for path, name in WEIGHTS.items():
+        if not fs.isdir(path):
+            continue
+        try:
+            size = sum(fs.size(f) for f in fs.find(path))
+        except FileNotFoundError:
+            size = None
+        if size is None or size > MAX_WEIGHTS_BYTES:
+            why = "not in the DVC cache" if size is None else f"{size / 2**20:.1f} MB, over {MAX_WEIGHTS_BYTES >> 20} MB"
+            click.echo(f"not recorded: {path} of {exp_name} ({why})", err=True)
+            continue
+        partial = out_dir / f".{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        fs.get(path, str(partial), recursive=True)
+        os.replace(partial, out_dir / name)
+        recorded.append(name)
+    return recorded
+
+
+def write_baseline(records: Path) -> dict[str, Any]:
+    """``records/metrics.json``: every record's metrics files under its name, ``{run: {file stem: metrics}}``.
+    One file with unique keys (``real-cpu-generator.generation.test.sft.em``), so that ``dvc metrics show``
+    prints the baseline and ``dvc exp show`` columns stay apart from the pipeline's own metrics."""
+    baseline = {
+        run.name: {f.stem: json.loads(f.read_text(encoding="utf-8")) for f in sorted((run / "metrics").glob("*.json"))}
+        for run in sorted(records.iterdir()) if (run / "metrics").is_dir()
+    }
+    write_json(records / "metrics.json", baseline)
+    return baseline

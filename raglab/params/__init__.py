@@ -1,0 +1,1 @@
+"""params.yaml: its declared schema and how it is read, overlaid and checked."""

@@ -1,0 +1,130 @@
+"""Read the experiment's parameters (``params.yaml``), the single source of every knob, checked.
+
+``load_params`` validates the whole file against the declared schema (``raglab.params.schema``) before a
+stage uses any of it. ``python -m raglab.params.loader [--profile A,B] [-S group.key=value ...]`` checks
+``params.yaml`` as it is, or with profiles and ``-S`` values laid over it (what ``raglab.experiments.profiles``
+and the Makefile run before ``dvc exp run``), and prints one line per problem.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from ruamel.yaml import YAML, YAMLError
+
+from raglab.params.schema import ParamsError, validate
+
+DEFAULT_PARAMS = "params.yaml"
+PROFILE_DIR = Path("profiles")  # profiles: partial copies of params.yaml, laid over it left to right
+
+
+def parse_yaml(text: Any) -> Any:
+    """YAML 1.2, as DVC reads and writes params.yaml: ``5e-05`` (how DVC writes ``-S k=5.0e-5`` back)
+    is a number, not the string PyYAML's YAML 1.1 makes of it."""
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            params = parse_yaml(f) or {}
+    except YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameter groups")
+    return params
+
+
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+    return validate(read_yaml(path), str(path))
+
+
+def section(params: dict[str, Any], name: str, path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+    try:
+        return params[name]
+    except KeyError:
+        raise ParamsError(f"{path}: missing parameter group '{name}'") from None
+
+
+def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else profile_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in profile_dir.glob("*.yaml"))
+        raise click.BadParameter(f"no profile file {path} (known profiles: {known})")
+    with open(path, encoding="utf-8") as f:
+        overlay = parse_yaml(f) or {}
+    if not isinstance(overlay, dict):
+        raise click.BadParameter(f"{path}: a profile is a mapping shaped like params.yaml")
+    return overlay
+
+
+def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` on top of ``base``, recursively (a later profile wins)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_profiles(names: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
+    """One or more comma-separated profiles, merged left to right."""
+    overlay: dict[str, Any] = {}
+    for name in names.split(","):
+        overlay = merge(overlay, load_profile(name.strip(), profile_dir))
+    return overlay
+
+
+def set_value(params: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """``params`` with ``group.key=value`` applied (value parsed as YAML, as ``dvc exp run -S`` does)."""
+    dotted, sep, raw = assignment.partition("=")
+    if not sep:
+        raise ParamsError(f"-S {assignment}: expected group.key=value")
+    *parents, leaf = dotted.lstrip("+").split(".")
+    node = params
+    for key in parents:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+        node[leaf] = parse_yaml(raw)
+    return params
+
+
+def check(path: str | os.PathLike = DEFAULT_PARAMS, overlay: dict[str, Any] | None = None,
+          assignments: tuple[str, ...] = (), source: str | None = None) -> dict[str, Any]:
+    """params.yaml with an overlay (profiles) and ``-S`` assignments, validated. A sweep (``-S k=a,b``, DVC's
+    Hydra syntax, as for ``dvc exp run --queue``) is validated at every point of its grid; the first is returned."""
+    from dvc.utils.hydra import get_hydra_sweeps
+
+    base = merge(read_yaml(path), overlay or {})
+    points = get_hydra_sweeps({"params.yaml": list(assignments)}) if assignments else [{"params.yaml": []}]
+    checked = []
+    for point in points:
+        params = copy.deepcopy(base)
+        for assignment in point["params.yaml"]:
+            params = set_value(params, assignment)
+        checked.append(validate(params, source or str(path)))
+    return checked[0]
+
+
+@click.command()
+@click.option("--params", "params_file", default=DEFAULT_PARAMS, show_default=True)
+@click.option("--profile", default=None, help="Profiles laid over the file first (A or A,B).")
+@click.option("-S", "--set-param", "assignments", multiple=True, help="group.key=value, as for dvc exp run.")
+def main(params_file: str, profile: str | None, assignments: tuple[str, ...]) -> None:
+    """Check params.yaml (with profiles and -S values) against the declared schema."""
+
+    source = params_file + (f" with profile {profile}" if profile else "")
+    try:
+        check(params_file, load_profiles(profile) if profile else None, assignments, source)
+    except ParamsError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    click.echo(f"{source}: ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Parameter groups of the pipeline up to training: data, prompt, models, the data builders, distillation and
+the two trainers (``raglab.params.schema`` joins them into the whole file)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def PositiveInt():  # noqa: N802 (reads as a type in the fields below)
+    return Field(gt=0)
+
+
+def Share():  # noqa: N802
+    return Field(gt=0, lt=1)
+
+
+def _has_question(v: str) -> str:
+    if "{question}" not in v:
+        raise ValueError("the prompt must contain {question}")
+    return v
+
+
+QuestionPrompt = Annotated[str, AfterValidator(_has_question)]  # a prompt the question is filled into
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+
+
+class DatasetSource(Group):
+    hub_id: str
+    config: str | None
+    revision: str
+    splits: list[str]
+
+
+class Download(Group):
+    mirror: str | None
+    limit: int | None = Field(ge=1)
+    datasets: dict[Literal["financial_qa", "cmrc2018", "gsm8k"], DatasetSource]
+
+
+class Prompt(Group):
+    template: str
+    system: str | None
+
+    @field_validator("template")
+    @classmethod
+    def _fields(cls, v: str) -> str:
+        from raglab.core.prompts import check_template
+
+        check_template(v)
+        return v
+
+
+class Gguf(Group):
+    packages: list[str]
+    files: list[str]
+    sha256: str | None = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    dtype: Literal["float32", "bfloat16", "float16"]
+
+    @model_validator(mode="after")
+    def _complete(self) -> Gguf:
+        if self.packages and (not self.files or self.sha256 is None):
+            raise ValueError("with packages, files and sha256 are required too")
+        if any("==" not in p for p in self.packages):
+            raise ValueError("every package must be pinned as name==version")
+        return self
+
+
+class Model(Group):
+    model: str
+    revision: str | None
+    trust_remote_code: bool
+    gguf: Gguf
+
+
+class Endpoint(Group):
+    base_url: str
+    api_key_env: str | None
+
+
+class Teacher(Model):
+    endpoint: Endpoint | None
+
+
+class Embedder(Group):
+    model: str
+    revision: str | None
+    pooling: Literal["cls", "mean", "last_token"]
+    query_instruction: str | None
+    query_max_len: int = PositiveInt()
+    passage_max_len: int = PositiveInt()
+    batch_size: int = PositiveInt()
+    trust_remote_code: bool
+
+
+class BuildEmbedNegatives(Group):
+    source: str = Field(min_length=1)
+    split_by: Literal["row", "passage"]
+    seed: int
+    test_size: float = Share()
+    val_size: float = Field(ge=0, lt=1)
+    negatives: Literal["random", "hard"]
+    num_negatives: int = PositiveInt()
+    hard_negative_ranks: list[int] = Field(min_length=2, max_length=2)
+    hard_negative_max_ratio: float | None = Field(gt=0)
+    kb_lines: Literal["unique", "per_query"]
+
+    @field_validator("hard_negative_ranks")
+    @classmethod
+    def _window(cls, v: list[int]) -> list[int]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError(f"the rank window [lo, hi) needs 0 <= lo < hi, got {v}")
+        return v
+
+
+class BuildSft(Group):
+    seed: int
+    train_split: str
+    eval_split: str
+    eval_size: float = Share()
+    max_samples: int | None = Field(ge=1)
+    max_eval: int | None = Field(ge=1)
+    val_size: float = Field(ge=0, lt=1)
+
+
+class Prices(Group):
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+
+
+class DistillCot(Group):
+    seed: int
+    train_split: str
+    eval_split: str
+    eval_size: float = Share()
+    max_questions: int | None = Field(ge=0)  # 0: no teacher request (the generator's track alone)
+    max_eval: int | None = Field(ge=1)
+    replies: str  # a folder of exported teacher replies (raglab.generator.teacher export), added to the cache first
+    prompt: QuestionPrompt
+    max_rounds: int = PositiveInt()
+    max_tokens: int = PositiveInt()
+    temperature: float = Field(ge=0)
+    teacher: Teacher
+    price_per_million_tokens: Prices
+
+
+class Trainer(Group):
+    """What both trainers share (raglab.models.trainer.trainer_arguments)."""
+    seed: int
+    learning_rate: float = Field(gt=0)
+    epochs: float = Field(gt=0)
+    batch_size: int = PositiveInt()
+    gradient_accumulation_steps: int = PositiveInt()
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
+                          "polynomial", "inverse_sqrt"]
+    warmup_steps: int = Field(ge=0)
+    logging_steps: int = PositiveInt()
+
+
+class TrainEmbed(Trainer):
+    train_group_size: int = Field(ge=1)
+    temperature: float = Field(gt=0)
+    query_max_len: int = PositiveInt()
+    passage_max_len: int = PositiveInt()
+    weight_decay: float = Field(ge=0)
+    mixed_precision: Literal["auto", "fp32", "fp16", "bf16"]
+    length_buckets: int = PositiveInt()
+    merge_base_share: float = Field(ge=0, lt=1)
+    soup_size: int = PositiveInt()
+    add_unknown_chars: int = Field(ge=0)
+    save_steps: int = PositiveInt()
+
+
+class Mixture(Group):
+    cmrc: int | None = Field(ge=0)
+    math: int | None = Field(ge=0)
+    math_answer_only: int | None = Field(ge=0)
+
+
+class TrainLlm(Trainer):
+    mixture: Mixture
+    cutoff_len: int = PositiveInt()
+    overlong: Literal["drop", "truncate"]
+    lora_rank: int = PositiveInt()
+    lora_alpha: float = Field(gt=0)
+    lora_dropout: float = Field(ge=0, lt=1)
+    lora_target: str | list[str]
+    lora_layers: int | None = Field(ge=1)
+    mixed_precision: Literal["auto", "fp32", "fp16", "bf16"]
+    gradient_checkpointing: bool
+    save_steps: int = PositiveInt()
+    max_val_records: int | None = Field(ge=1)
+    num_processes: int = PositiveInt()

@@ -1,0 +1,1 @@
+"""The RAG system: knowledge base, retrievers and prompt, and the intent router."""

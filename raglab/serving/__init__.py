@@ -1,0 +1,1 @@
+"""OpenAI-compatible serving and asking: vLLM as a managed subprocess, the chat client, the response cache."""

@@ -1,0 +1,41 @@
+"""Auto precision follows the CPU's flags, read from /proc/cpuinfo (faked here), never the machine the tests run on."""
+
+import pytest
+
+from raglab.core.machine import cpu_flags, fast_bf16, resolve_precision
+
+AMX = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+AVX512_BF16 = "flags\t\t: fpu avx2 avx512f avx512_bf16\n"
+EPYC_NO_BF16 = "flags\t\t: fpu sse2 avx avx2 fma\n"
+
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [(AMX, "bf16"), (AVX512_BF16, "bf16"), (EPYC_NO_BF16, "fp32"),
+                                                   ("", "fp32")])
+def test_auto_precision_follows_the_cpu_flags(tmp_path, cpuinfo, expected, caplog):
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert fast_bf16(path) == (expected == "bf16")
+    with caplog.at_level("INFO", logger="raglab"):
+        assert resolve_precision("auto", "train_llm", gpu=False, cpuinfo=path) == expected
+    assert f"train_llm: auto precision is {expected}" in caplog.text  # logged, with the flags it rests on
+
+
+def test_auto_precision_on_a_gpu_and_explicit_choices(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(EPYC_NO_BF16)
+    assert resolve_precision("auto", "train_embed", gpu=True, cpuinfo=path) == "bf16"
+    assert resolve_precision("bf16", "train_embed", gpu=False, cpuinfo=path) == "bf16"  # asked for: kept
+    assert resolve_precision("fp32", "train_embed", gpu=False, cpuinfo=tmp_path / "missing") == "fp32"
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_a_trainer_refuses_fp16_without_a_gpu_and_unknown_names(monkeypatch):
+    import torch
+
+    from raglab.models.trainer import training_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        training_precision("fp16", "train_llm")
+    with pytest.raises(ValueError, match="must be auto, fp32, fp16 or bf16"):
+        training_precision("int8", "train_llm")
