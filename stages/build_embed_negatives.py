@@ -13,7 +13,7 @@ import click
 from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, write_jsonl, write_lines
 from raglab.core.report import StageReport
-from raglab.params.loader import load_params, section
+from raglab.params.loader import load_params
 from raglab.retriever.data import (
     ContrastiveData,
     beir_files,
@@ -33,44 +33,44 @@ from raglab.retriever.search import EmbedderConfig, load_embedder
 def main(params_file: str, out_dir: str) -> None:
     """Contrastive rows from the question/context pairs of params build_embed_negatives.source."""
     params = load_params(params_file)
-    p = section(params, "build_embed_negatives", params_file)
-    source = p["source"]
+    p = params.build_embed_negatives
+    source = p.source
     out = Path(out_dir)
     with StageReport("build_embed_negatives", out / "report.json") as report:
         rows = read_jsonl(source)
         report.add_read(source, len(rows))
 
         def split(items, share, key):
-            if p["split_by"] == "passage":
-                return seeded_group_split([key(x) for x in items], share, p["seed"])
-            return seeded_split(len(items), share, p["seed"])
+            if p.split_by == "passage":
+                return seeded_group_split([key(x) for x in items], share, p.seed)
+            return seeded_split(len(items), share, p.seed)
 
-        train_idx, test_idx = split(rows, p["test_size"], lambda r: str(r.get("context")))
+        train_idx, test_idx = split(rows, p.test_size, lambda r: str(r.get("context")))
         train = validate_pairs(rows, train_idx, report)
         test = eval_split(validate_pairs(rows, test_idx, report))
         splits = {"test": test}
-        if p["val_size"]:
-            fit_idx, val_idx = split(train, p["val_size"], lambda pair: pair.passage)
+        if p.val_size:
+            fit_idx, val_idx = split(train, p.val_size, lambda pair: pair.passage)
             splits["val"] = eval_split([train[i] for i in val_idx])
             train = [train[i] for i in fit_idx]
 
         data = ContrastiveData(train)
-        if p["negatives"] == "random":
-            data.negatives = random_negatives(train, p["num_negatives"], p["seed"])
-        elif p["negatives"] == "hard":
-            embedder = load_embedder(EmbedderConfig.from_params(params))
+        if p.negatives == "random":
+            data.negatives = random_negatives(train, p.num_negatives, p.seed)
+        elif p.negatives == "hard":
+            embedder = load_embedder(EmbedderConfig.of(params.embedder))
             data.negatives, stats = mine_hard_negatives(
-                train, embedder, p["num_negatives"], p["hard_negative_ranks"], p["seed"], p["hard_negative_max_ratio"]
+                train, embedder, p.num_negatives, p.hard_negative_ranks, p.seed, p.hard_negative_max_ratio
             )
-            report.extra["hard_negatives"] = stats
+            report.extra.hard_negatives = stats
         else:
-            raise click.BadParameter(f"negatives must be 'random' or 'hard', got {p['negatives']!r}")
+            raise click.BadParameter(f"negatives must be 'random' or 'hard', got {p.negatives!r}")
 
-        prompt = section(params, "embedder", params_file).get("query_instruction") or ""
+        prompt = params.embedder.query_instruction or ""
         report.add_wrote("train.jsonl", write_jsonl(out / "train.jsonl", data.rows(prompt)))
         for name, split in splits.items():
             report.add_wrote(f"{name}/eval.jsonl", write_jsonl(out / name / "eval.jsonl", split.rows()))
-            report.add_wrote(f"{name}/kb.txt", write_lines(out / name / "kb.txt", split.kb_lines(p["kb_lines"])))
+            report.add_wrote(f"{name}/kb.txt", write_lines(out / name / "kb.txt", split.kb_lines(p.kb_lines)))
         queries, corpus, qrels = beir_files(test)
         write_jsonl(out / "beir" / "queries.jsonl", queries)
         write_jsonl(out / "beir" / "corpus.jsonl", corpus)

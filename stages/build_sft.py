@@ -13,7 +13,7 @@ from raglab.core.report import StageReport
 from raglab.core.sampling import sample
 from raglab.data.sources import read_downloaded
 from raglab.generator.sft import alpaca_record, eval_record, messages_record, split_by_passage, validate_rc
-from raglab.params.loader import load_params, section
+from raglab.params.loader import load_params
 from raglab.rag.kb import unique_passages, write_kb
 
 
@@ -23,26 +23,26 @@ from raglab.rag.kb import unique_passages, write_kb
 @click.option("--out", "out_dir", default="data/sft", show_default=True, type=click.Path(file_okay=False))
 def main(params_file: str, source_dir: str, out_dir: str) -> None:
     params = load_params(params_file)
-    p, prompt = section(params, "build_sft", params_file), section(params, "prompt", params_file)
-    check_template(prompt["template"])
+    p, prompt = params.build_sft, params.prompt
+    check_template(prompt.template)
     out = Path(out_dir)
     with StageReport("build_sft", out / "report.json") as report:
         def load(split):
             return validate_rc(read_downloaded(source_dir, "cmrc2018", split, "build_sft", report), report)
 
-        if p["train_split"] == p["eval_split"]:
-            train, evaluation = split_by_passage(load(p["train_split"]), p["eval_size"], p["seed"])
+        if p.train_split == p.eval_split:
+            train, evaluation = split_by_passage(load(p.train_split), p.eval_size, p.seed)
         else:
-            train, evaluation = load(p["train_split"]), load(p["eval_split"])
+            train, evaluation = load(p.train_split), load(p.eval_split)
         # every question of every training passage, before sampling: no eval passage is among them
         report.add_wrote("pairs.jsonl", write_jsonl(out / "pairs.jsonl", (
             {"id": e.id, "question": e.question, "context": e.context} for e in train)))
         kb = {"test": unique_passages([{"context": e.context} for e in evaluation])}  # the whole split's passages
-        train = sample(train, p["max_samples"], p["seed"])
-        evaluation = sample(evaluation, p["max_eval"], p["seed"])
-        fit, val = split_by_passage(train, p["val_size"], p["seed"]) if p["val_size"] else (train, [])
+        train = sample(train, p.max_samples, p.seed)
+        evaluation = sample(evaluation, p.max_eval, p.seed)
+        fit, val = split_by_passage(train, p.val_size, p.seed) if p.val_size else (train, [])
 
-        template, system = prompt["template"], prompt["system"]
+        template, system = prompt.template, prompt.system
         for name, examples in [("train", fit), ("val", val)]:
             report.add_wrote(f"{name}.jsonl", write_jsonl(out / f"{name}.jsonl", (alpaca_record(e, template, system) for e in examples)))
             write_jsonl(out / f"{name}_messages.jsonl", (messages_record(e, template, system) for e in examples))

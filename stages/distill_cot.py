@@ -28,7 +28,7 @@ from raglab.generator.distill import (
     usage,
 )
 from raglab.generator.teacher import teacher_endpoint
-from raglab.params.loader import load_params, section
+from raglab.params.loader import load_params
 from raglab.serving.cache import import_replies, response_cache
 from raglab.serving.client import Sampling, chat_many
 
@@ -43,50 +43,50 @@ log = logging.getLogger("raglab")
 @click.option("--out", "out_dir", default="data/distill", show_default=True, type=click.Path(file_okay=False))
 def main(params_file: str, source_dir: str, teacher_dir: str, out_dir: str) -> None:
     params = load_params(params_file)
-    p, serving = section(params, "distill_cot", params_file), section(params, "serving", params_file)
-    system = section(params, "prompt", params_file)["system"]
+    p, serving = params.distill_cot, params.serving
+    system = params.prompt.system
     out = Path(out_dir)
     with StageReport("distill_cot", out / "report.json") as report:
         def load(split):
             return gsm8k_questions(read_downloaded(source_dir, "gsm8k", split, "distill_cot", report), split, report)
 
-        if p["train_split"] == p["eval_split"]:
-            train, evaluation = carve(load(p["train_split"]), p["eval_size"], p["seed"])
+        if p.train_split == p.eval_split:
+            train, evaluation = carve(load(p.train_split), p.eval_size, p.seed)
         else:
-            train, evaluation = load(p["train_split"]), load(p["eval_split"])
+            train, evaluation = load(p.train_split), load(p.eval_split)
             eval_texts = {q.question for q in evaluation}
             overlap = [q for q in train if q.question in eval_texts]
             report.drop("train_question_also_in_eval", len(overlap))
             train = [q for q in train if q.question not in eval_texts]
         if not train:
-            raise click.ClickException(f"distill_cot: no {p['train_split']} question of {source_dir} has a question "
+            raise click.ClickException(f"distill_cot: no {p.train_split} question of {source_dir} has a question "
                                        "and a numeric '#### ' answer")
-        train = seeded_prefix(train, p["max_questions"], p["seed"])
-        evaluation = sample(evaluation, p["max_eval"], p["seed"])
+        train = seeded_prefix(train, p.max_questions, p.seed)
+        evaluation = sample(evaluation, p.max_eval, p.seed)
         report.add_wrote("eval.jsonl", write_jsonl(out / "eval.jsonl", (
             {"id": q.id, "question": q.question, "gold": q.gold} for q in evaluation)))
 
-        sampling = Sampling(p["max_tokens"], p["temperature"])
+        sampling = Sampling(p.max_tokens, p.temperature)
         cache = response_cache()
         started = time.perf_counter()
-        with teacher_endpoint(p["teacher"], teacher_dir, serving, out) as (endpoint, identity):
-            for file in sorted(Path(p["replies"]).glob("*.jsonl.gz")):  # this teacher's exported replies first
+        with teacher_endpoint(p.teacher, teacher_dir, serving, out) as (endpoint, identity):
+            for file in sorted(Path(p.replies).glob("*.jsonl.gz")):  # this teacher's exported replies first
                 counts = import_replies(cache, file, identity)
                 report.extra.setdefault("imported_replies", {})[file.name] = counts
-                report.add_read(f"{p['replies']}/{file.name}", counts["added"] + counts["present"])
+                report.add_read(f"{p.replies}/{file.name}", counts["added"] + counts["present"])
             def ask(requests, round_no):
-                replies = chat_many(endpoint, requests, sampling, concurrency=serving["concurrency"],
-                                    timeout_s=serving["timeout_s"], max_retries=serving["max_retries"],
+                replies = chat_many(endpoint, requests, sampling, concurrency=serving.concurrency,
+                                    timeout_s=serving.timeout_s, max_retries=serving.max_retries,
                                     cache=cache, identity=identity, desc=f"round {round_no + 1}: {len(requests)} questions")
                 log.info("round %d: %d asked, %d from the cache", round_no + 1, len(requests),
                          sum(r.cached for r in replies))
                 return replies
 
-            outcome = distill(train, question_messages(p["prompt"], system), ask, p["max_rounds"], p["seed"])
+            outcome = distill(train, question_messages(p.prompt, system), ask, p.max_rounds, p.seed)
         by_id = {q.id: q for q in train}
         kept = [(by_id[i], *v) for i, v in outcome.kept.items()]
         for variant, name in [("cot", "train"), ("answer_only", "train_answer_only")]:
-            records = [training_record(q, reply, answer, p["prompt"], system, variant) for q, reply, _, answer in kept]
+            records = [training_record(q, reply, answer, p.prompt, system, variant) for q, reply, _, answer in kept]
             report.add_wrote(f"{name}.jsonl", write_jsonl(out / f"{name}.jsonl", records))
             write_jsonl(out / f"{name}_messages.jsonl", (
                 {"messages": [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["instruction"]},
@@ -102,7 +102,7 @@ def main(params_file: str, source_dir: str, teacher_dir: str, out_dir: str) -> N
 
         last = {q.id: outcome.attempts[q.id][-1]["status"] for q in failed if outcome.attempts[q.id]}
         report.extra.update({
-            "teacher": p["teacher"]["model"],
+            "teacher": p.teacher.model,
             "questions": len(train),
             "kept": len(kept),
             "kept_share": round(len(kept) / len(train), 4) if train else None,
@@ -110,7 +110,7 @@ def main(params_file: str, source_dir: str, teacher_dir: str, out_dir: str) -> N
             "failed_by_last_reason": {s: list(last.values()).count(s) for s in sorted(set(last.values()))},
             "attempts_by_status": dict(outcome.statuses),
             "rounds_used": outcome.rounds_used,
-            "usage": usage(outcome.replies, p["price_per_million_tokens"]),
+            "usage": usage(outcome.replies, p.price_per_million_tokens),
             "teacher_seconds": round(time.perf_counter() - started, 1),
         })
         if not kept:

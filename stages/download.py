@@ -8,14 +8,15 @@ from raglab.core.errors import run
 from raglab.core.formats import write_jsonl
 from raglab.core.report import StageReport
 from raglab.data.sources import load_split
-from raglab.params.loader import load_params, section
+from raglab.params.loader import load_params
+from raglab.params.pipeline import Download
 
 
-def download_data(p: dict, out: Path, report: StageReport) -> None:
+def download_data(p: Download, out: Path, report: StageReport) -> None:
     sources = {}
-    for name, spec in p["datasets"].items():
-        for split in spec["splits"]:
-            data = load_split(name, spec, split, p.get("mirror"), p.get("limit"))
+    for name, spec in p.datasets.items():
+        for split in spec.splits:
+            data = load_split(name, spec, split, p.mirror, p.limit)
             report.add_read(f"{name}/{split}", len(data.rows))
             report.add_wrote(f"{name}/{split}", write_jsonl(out / name / f"{split}.jsonl", data.rows))
             sources[f"{name}/{split}"] = {"source": data.source, "sha256": data.sha256, "rows": len(data.rows)}
@@ -29,7 +30,7 @@ def main(params_file: str, out_dir: str) -> None:
     """Fetch the datasets of params `download` into --out."""
     out = Path(out_dir)
     with StageReport("download@data", out / "report.json") as report:
-        download_data(section(load_params(params_file), "download", params_file), out, report)
+        download_data(load_params(params_file).download, out, report)
 
 
 if __name__ == "__main__":

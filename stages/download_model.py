@@ -8,9 +8,9 @@ import click
 from raglab.core.errors import run
 from raglab.core.report import StageReport
 from raglab.models.base import materialise
-from raglab.params.loader import load_params, section
+from raglab.params.loader import load_params
 
-MODEL_PARTS = {"llm": ("llm",), "teacher": ("distill_cot", "teacher")}  # part -> its params group
+MODEL_PARTS = {"llm": "llm", "teacher": "distill_cot.teacher"}  # part -> its params group
 
 
 @click.command()
@@ -19,11 +19,10 @@ MODEL_PARTS = {"llm": ("llm",), "teacher": ("distill_cot", "teacher")}  # part -
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 def main(part: str, params_file: str, out_dir: str) -> None:
     """Materialise the PART model (llm or teacher) into --out."""
-    spec = load_params(params_file)
-    for group in MODEL_PARTS[part]:
-        spec = section(spec, group, params_file)
+    params = load_params(params_file)
+    spec = params.llm if part == "llm" else params.distill_cot.teacher
     with StageReport(f"download@{part}") as report:
-        manifest = materialise(spec, Path(out_dir), ".".join(MODEL_PARTS[part]))
+        manifest = materialise(spec, Path(out_dir), MODEL_PARTS[part])
         report.add_read(manifest["kind"], 1)
         report.add_wrote(out_dir, 1)
         report.extra["source"] = manifest

@@ -8,13 +8,14 @@ from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
 from raglab.evaluation.metrics import cosine_scores, exact_match, mean_scores, origin_score
 from raglab.evaluation.stage import score_command
+from raglab.params.schema import Params
 from raglab.retriever.search import EmbedderConfig, load_embedder
 
 
-def score(params: dict, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
+def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
     """EM, cosine and origin score per LLM system and split."""
-    p = params["score"]["generation"]
-    embedder = load_embedder(EmbedderConfig(**p["cosine_embedder"]))
+    p = params.score.generation
+    embedder = load_embedder(EmbedderConfig.of(p.cosine_embedder))
     metrics = {}
     for result_file in sorted(infer_dir.glob("*/*.jsonl")):
         split, system, rows = result_file.parent.name, result_file.stem, read_jsonl(result_file)

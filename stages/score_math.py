@@ -12,9 +12,10 @@ from raglab.core.report import StageReport
 from raglab.evaluation.metrics import mean_scores
 from raglab.evaluation.stage import score_command
 from raglab.generator.maths import STATUSES, THINK_END, THINK_START, check
+from raglab.params.schema import Params
 
 
-def score(params: dict, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
+def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
     """accuracy of the boxed answer after the closed reasoning (strict) and of the last box anywhere (lenient),
     and the share of each failure, per system."""
     metrics = {}

@@ -15,25 +15,24 @@ from raglab.evaluation.judge import NOTES as JUDGE_NOTES
 from raglab.evaluation.judge import judge_scores
 from raglab.evaluation.metrics import cosine_scores, exact_match, hit_at, mean_scores, mrr_at, origin_score
 from raglab.evaluation.stage import score_command
+from raglab.params.schema import Params
 from raglab.rag.routing import routing_accuracy
 from raglab.retriever.search import EmbedderConfig, load_embedder
 
 
-def score(params: dict, infer_dir: Path, per_query_dir: Path, report: StageReport, judge_model: str | None) -> dict:
+def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageReport, judge_model: str | None) -> dict:
     """hit@k and MRR per retriever; EM, cosine, origin and the judged metrics per retriever+generator."""
-    # answers are scored with the generation track's cosine embedder
-    p = {**params["score"]["rag"], "cosine_embedder": params["score"]["generation"]["cosine_embedder"],
-         "router_kind": params["rag"]["router"]["kind"], "judge_model": judge_model,
-         "serving": params["serving"]}
+    p, judge = params.score.rag, params.score.rag.judge
+    cosine_embedder = params.score.generation.cosine_embedder  # answers are scored as the generation track's
     metrics = {}
     for split_dir in sorted(d for d in infer_dir.iterdir() if d.is_dir() and (d / "retrieval").is_dir()):
-        split, depth = split_dir.name, max(p["hit_at"])
+        split, depth = split_dir.name, max(p.hit_at)
         for result_file in sorted((split_dir / "retrieval").glob("*.jsonl")):
             retriever, rows = result_file.stem, read_jsonl(result_file)
             report.add_read(f"{split}/retrieval/{retriever}", len(rows))
             ranks = [next((i for i, h in enumerate(r["ranked"], start=1) if h["passage"] == r["gold_passage"]), None)
                      for r in rows]
-            scores = [{**{f"hit@{k}": hit_at(rank, k) for k in p["hit_at"]}, f"mrr@{depth}": mrr_at(rank, depth)}
+            scores = [{**{f"hit@{k}": hit_at(rank, k) for k in p.hit_at}, f"mrr@{depth}": mrr_at(rank, depth)}
                       for rank in ranks]
             metrics.setdefault(split, {})[retriever] = {k: round(v, 5) for k, v in mean_scores(scores).items()}
             write_jsonl(per_query_dir / split / "retrieval" / f"{retriever}.jsonl",
@@ -42,10 +41,10 @@ def score(params: dict, infer_dir: Path, per_query_dir: Path, report: StageRepor
         systems = {f.stem: read_jsonl(f) for f in sorted(split_dir.glob("*.jsonl"))}
         if not systems:
             continue
-        embedder = load_embedder(EmbedderConfig(**p["cosine_embedder"]))
+        embedder = load_embedder(EmbedderConfig.of(cosine_embedder))
         # the judge sees every system's answers at once (a served judge starts once)
         everything = [r for rows in systems.values() for r in rows]
-        judged = iter(judge_scores(p["judge"], p["judge_model"], p["serving"], p["cosine_embedder"], everything,
+        judged = iter(judge_scores(judge, judge_model, params.serving, cosine_embedder, everything,
                                    per_query_dir / "judge", report))
         for system, rows in systems.items():
             report.add_read(f"{split}/{system}", len(rows))
@@ -57,7 +56,7 @@ def score(params: dict, infer_dir: Path, per_query_dir: Path, report: StageRepor
                  "origin_gold": origin_score(r["prediction"], r["gold_passage"]), **next(judged)}
                 for r, c in zip(rows, cosines)]
             means = mean_scores([{k: q[k] for k in ("em", "cosine", "origin", "origin_gold")} for q in per_question])
-            for name in JUDGE_METRICS if p["judge"]["kind"] != "none" else ():
+            for name in JUDGE_METRICS if judge.kind != "none" else ():
                 values = [q[name] for q in per_question if q[name] is not None]  # a verdict not given is not a 0
                 means[name] = sum(values) / len(values) if values else None
                 means[f"{name}_judged"] = len(values) / len(rows)
@@ -66,10 +65,10 @@ def score(params: dict, infer_dir: Path, per_query_dir: Path, report: StageRepor
     routes = read_jsonl(infer_dir / "routing.jsonl") if (infer_dir / "routing.jsonl").is_file() else []
     if routes:
         report.add_read("routing", len(routes))
-        metrics["routing"] = {p["router_kind"]: {k: round(v, 5) for k, v in routing_accuracy(
+        metrics["routing"] = {params.rag.router.kind: {k: round(v, 5) for k, v in routing_accuracy(
             [r["route"] for r in routes], [r["predicted"] for r in routes]).items()}}
-    if p["judge"]["kind"] in JUDGE_NOTES:
-        metrics["judge"] = JUDGE_NOTES[p["judge"]["kind"]]
+    if judge.kind in JUDGE_NOTES:
+        metrics["judge"] = JUDGE_NOTES[judge.kind]
     return metrics
 
 

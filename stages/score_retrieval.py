@@ -10,13 +10,14 @@ from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
 from raglab.evaluation.metrics import mean_scores, retrieval_scores
 from raglab.evaluation.stage import score_command
+from raglab.params.schema import Params
 
 
-def score(params: dict, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
+def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageReport) -> dict:
     """context recall and relevance, hit@k, MRR and nDCG per embedder and split."""
-    p = params["score"]["retrieval"]
-    kwargs = dict(context_top_n=p["context_top_n"], hit_ks=p["hit_at"], rank_k=p["rank_at"],
-                  threshold=p["similarity_threshold"], separator=p["sentence_separator"])
+    p = params.score.retrieval
+    kwargs = dict(context_top_n=p.context_top_n, hit_ks=p.hit_at, rank_k=p.rank_at,
+                  threshold=p.similarity_threshold, separator=p.sentence_separator)
     metrics = {}
     for split_dir in sorted(d for d in infer_dir.iterdir() if d.is_dir()):
         split, per_query = split_dir.name, {}

@@ -13,26 +13,27 @@ from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.prompts import chat_messages, render
 from raglab.core.report import StageReport
 from raglab.params.loader import load_params
+from raglab.params.schema import Params
 from raglab.serving.cache import response_cache
 from raglab.serving.client import Sampling
 from raglab.serving.systems import ask, systems_to_ask
 
 
-def run_generation(params: dict, sft_dir: Path, base_dir: str, adapter: str, out: Path, report: StageReport) -> None:
-    g, prompt, serving = params["serve_infer"]["generation"], params["prompt"], params["serving"]
+def run_generation(params: Params, sft_dir: Path, base_dir: str, adapter: str, out: Path, report: StageReport) -> None:
+    g, prompt, serving = params.serve_infer.generation, params.prompt, params.serving
     splits = {}
-    for split in g["splits"]:
+    for split in g.splits:
         path = sft_dir / "eval" / f"{split}.jsonl"
         if not path.is_file():
             raise click.ClickException(f"build_sft wrote no eval split '{split}' ({path} is missing; "
                                        "val needs build_sft.val_size > 0)")
         splits[split] = read_jsonl(path)
         report.add_read(str(path), len(splits[split]))
-    sampling = Sampling(g["max_tokens"], g["temperature"])
+    sampling = Sampling(g.max_tokens, g.temperature)
     cache = response_cache()
-    for system, endpoint, identity in systems_to_ask(params, g, base_dir, adapter, out):
+    for system, endpoint, identity in systems_to_ask(params, g.systems, g.external, base_dir, adapter, out):
         for split, rows in splits.items():
-            chats = [chat_messages(prompt["system"], render(prompt["template"], r["context"], r["question"]))
+            chats = [chat_messages(prompt.system, render(prompt.template, r["context"], r["question"]))
                      for r in rows]
             replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{system} {split}")
             results = [{"id": r["id"], "question": r["question"], "context": r["context"], "gold": r["answers"],

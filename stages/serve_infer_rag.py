@@ -12,6 +12,8 @@ from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
 from raglab.core.sampling import distinct_sample, sample
 from raglab.params.loader import load_params
+from raglab.params.schema import Params
+from raglab.params.serving import Rag
 from raglab.rag.kb import read_kb
 from raglab.rag.routing import MATH, RAG, ROUTER_MAX_TOKENS, route_from_reply
 from raglab.rag.system import RagSystem
@@ -21,7 +23,7 @@ from raglab.serving.systems import ask, systems_to_ask
 from raglab.serving.vllm import BASE_NAME
 
 
-def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_rows: list[dict], rag: dict,
+def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_rows: list[dict], rag: Rag,
                       report: StageReport) -> tuple[dict, dict]:
     """The router's training questions (CMRC training passages' questions, GSM8K questions outside the maths
     eval set; a seeded sample per route) and its held-out ones (the CMRC and GSM8K eval questions)."""
@@ -29,7 +31,7 @@ def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_r
     held_out = set(math_eval)
     gsm8k = [row["question"] for f in sorted(gsm8k_dir.glob("*.jsonl")) for row in read_jsonl(f)]
     cmrc = [row["question"] for row in read_jsonl(sft_dir / "pairs.jsonl")]
-    n, seed = rag["router"]["max_per_route"], rag["seed"]
+    n, seed = rag.router.max_per_route, rag.seed
     train = {MATH: distinct_sample([q for q in gsm8k if q not in held_out], n, seed),
              RAG: distinct_sample(cmrc, n, seed)}
     evaluation = {MATH: math_eval, RAG: [row["question"] for row in split_rows]}
@@ -39,15 +41,15 @@ def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_r
     return train, evaluation
 
 
-def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tuned_embedder: str, base_dir: str,
+def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tuned_embedder: str, base_dir: str,
             adapter: str, out: Path, report: StageReport) -> None:
-    rag, serving = params["rag"], params["serving"]
-    router = rag["router"]
-    if router["kind"] == "llm" and router["endpoint"] is None and BASE_NAME not in rag["generators"]:
+    rag, serving = params.rag, params.serving
+    router = rag.router
+    if router.kind == "llm" and router.endpoint is None and BASE_NAME not in rag.generators:
         raise click.ClickException("rag.router: the llm router without an endpoint asks the base "
                                    "LLM, so rag.generators must include base")
     splits = {}
-    for split in rag["splits"]:
+    for split in rag.splits:
         rows, kb_path = read_jsonl(sft_dir / "eval" / f"{split}.jsonl"), sft_dir / "eval" / f"{split}_kb.jsonl"
         if not rows:
             raise click.ClickException(f"build_sft wrote no eval questions for split '{split}' "
@@ -63,8 +65,8 @@ def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tun
             iter(systems.values()), None))
         position = {text: i for i, text in enumerate(kb)}
         questions = [row["question"] for row in rows]
-        for name in rag["retrievers"]:
-            rankings = systems[split].rank(name, questions, rag["rank_depth"])
+        for name in rag.retrievers:
+            rankings = systems[split].rank(name, questions, rag.rank_depth)
             ranked[split, name] = rankings
             results = [{"id": row["id"], "question": row["question"], "gold_passage": position[row["context"]],
                         "ranked": [{"passage": j, "score": round(score, 6)} for j, score in ranking]}
@@ -73,42 +75,42 @@ def run_rag(params: dict, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tun
                              write_jsonl(out / split / "retrieval" / f"{name}.jsonl", results))
 
     # routing: train the embedding router now; the llm router is asked while its model is served
-    train_q, eval_q = routing_questions(sft_dir, distill_dir, gsm8k_dir, splits[rag["splits"][0]][0], rag, report)
+    train_q, eval_q = routing_questions(sft_dir, distill_dir, gsm8k_dir, splits[rag.splits[0]][0], rag, report)
     labels = [route for route in (MATH, RAG) for _ in eval_q[route]]
     held_out = [q for route in (MATH, RAG) for q in eval_q[route]]
     cache = response_cache()
-    sampling = Sampling(rag["max_tokens"], rag["temperature"])
+    sampling = Sampling(rag.max_tokens, rag.temperature)
 
     def save_routes(predicted: list[str]) -> None:
         report.add_wrote("routing.jsonl", write_jsonl(out / "routing.jsonl", (
             {"question": q, "route": label, "predicted": p} for q, label, p in zip(held_out, labels, predicted))))
 
-    first = systems[rag["splits"][0]]
+    first = systems[rag.splits[0]]
 
     def llm_route(endpoint: Endpoint, identity: str) -> None:
         replies = ask(endpoint, first.router_chats(held_out), Sampling(ROUTER_MAX_TOKENS, 0.0), serving, cache,
                       identity, "router")
         save_routes([route_from_reply(reply.content) for reply in replies])
 
-    if router["kind"] == "embedding":
+    if router.kind == "embedding":
         model = first.fit_router(train_q[MATH], train_q[RAG])
-        model.save(out / "router", {"embedder": params["embedder"]["model"],
+        model.save(out / "router", {"embedder": params.embedder.model,
                                     "train": {k: len(v) for k, v in train_q.items()}})
         save_routes(model.route(held_out))
-    elif router["endpoint"] is not None:
-        ep = router["endpoint"]
-        llm_route(Endpoint(ep["base_url"], ep["model"], ep.get("api_key_env")), f"{ep['base_url']}|{ep['model']}")
+    elif router.endpoint is not None:
+        ep = router.endpoint
+        llm_route(Endpoint(ep.base_url, ep.model, ep.api_key_env), f"{ep.base_url}|{ep.model}")
 
     # generation: every generator answers (a seeded sample of) the questions from each retriever's top_k passages
-    answered = {split: sample(range(len(rows)), rag["max_answers"], rag["seed"]) for split, (rows, _) in splits.items()}
-    for generator, endpoint, identity in systems_to_ask(params, {**rag, "systems": rag["generators"]}, base_dir,
+    answered = {split: sample(range(len(rows)), rag.max_answers, rag.seed) for split, (rows, _) in splits.items()}
+    for generator, endpoint, identity in systems_to_ask(params, rag.generators, rag.external, base_dir,
                                                         adapter, out):
-        if router["kind"] == "llm" and router["endpoint"] is None and generator == BASE_NAME:
+        if router.kind == "llm" and router.endpoint is None and generator == BASE_NAME:
             llm_route(endpoint, identity)
         for split, (all_rows, kb) in splits.items():
             rows = [all_rows[i] for i in answered[split]]
-            for name in rag["retrievers"]:
-                passages = [[kb[j] for j, _ in ranked[split, name][i][:rag["top_k"]]] for i in answered[split]]
+            for name in rag.retrievers:
+                passages = [[kb[j] for j, _ in ranked[split, name][i][:rag.top_k]] for i in answered[split]]
                 chats = [systems[split].generator_chat(row["question"], ps) for row, ps in zip(rows, passages)]
                 replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{name}+{generator} {split}")
                 results = [{"id": row["id"], "question": row["question"], "gold": row["answers"],

@@ -9,6 +9,7 @@ from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, read_lines, write_jsonl
 from raglab.core.report import StageReport
 from raglab.params.loader import load_params
+from raglab.params.schema import Params
 from raglab.retriever.search import EmbedderConfig, load_embedder, retrieve
 
 
@@ -16,10 +17,10 @@ def eval_splits(embed_dir: Path) -> list[str]:
     return sorted(p.name for p in embed_dir.iterdir() if (p / "eval.jsonl").is_file() and (p / "kb.txt").is_file())
 
 
-def run_retrieval(params: dict, embed_dir: Path, tuned_embedder: str, out: Path, report: StageReport) -> None:
-    top_k = params["serve_infer"]["retrieval"]["top_k"]
-    systems = {"base": EmbedderConfig.from_params(params),
-               "tuned": EmbedderConfig.from_params(params, model=tuned_embedder, revision=None)}
+def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, out: Path, report: StageReport) -> None:
+    top_k = params.serve_infer.retrieval.top_k
+    systems = {"base": EmbedderConfig.of(params.embedder),
+               "tuned": EmbedderConfig.of(params.embedder, model=tuned_embedder, revision=None)}
     data = {s: (read_jsonl(embed_dir / s / "eval.jsonl"), read_lines(embed_dir / s / "kb.txt")) for s in eval_splits(embed_dir)}
     if not data:
         raise click.ClickException(f"{embed_dir} holds no eval split (a folder with eval.jsonl and kb.txt)")

@@ -5,7 +5,7 @@ import click
 from raglab.core.errors import run
 from raglab.core.formats import write_json
 from raglab.core.report import StageReport
-from raglab.params.loader import load_params, section
+from raglab.params.loader import load_params
 from raglab.retriever.search import EmbedderConfig
 from raglab.retriever.train import train_embedder
 
@@ -20,9 +20,9 @@ from raglab.retriever.train import train_embedder
               type=click.Path(file_okay=False), help="Resumable checkpoints (outside DVC's outputs).")
 def main(params_file: str, train_file: str, out_dir: str, live_dir: str, metrics_file: str, checkpoint_dir: str) -> None:
     params = load_params(params_file)
-    hp = section(params, "train_embed", params_file)
+    hp = params.train_embed
     with StageReport("train_embed") as report:
-        summary = train_embedder(EmbedderConfig.from_params(params), hp, train_file, out_dir, live_dir, checkpoint_dir)
+        summary = train_embedder(EmbedderConfig.of(params.embedder), hp, train_file, out_dir, live_dir, checkpoint_dir)
         report.add_read(train_file, summary["train_rows"])
         report.add_wrote(out_dir, 1)
         write_json(metrics_file, summary)

@@ -19,10 +19,10 @@ from raglab.core.formats import folder_fingerprint, read_jsonl, write_json
 from raglab.core.report import StageReport
 from raglab.generator.train import conversation, fit_cutoff, load_tokenizer, train_lora
 from raglab.models.trainer import distributed_launcher, run_fingerprint
-from raglab.params.loader import load_params, section
+from raglab.params.loader import load_params
 
 
-def mixture(sources: dict[str, str], caps: dict, seed: int, report: StageReport) -> list[dict]:
+def mixture(sources: dict[str, str], caps: dict[str, int | None], seed: int, report: StageReport) -> list[dict]:
     """At most ``caps[name]`` records of each source (a seeded sample), shuffled together."""
     if unknown := {name for name, cap in caps.items() if cap != 0} - set(sources):
         raise click.BadParameter(f"train_llm.mixture: no --source for {sorted(unknown)} (given: {sorted(sources)})")
@@ -59,25 +59,25 @@ def mixture(sources: dict[str, str], caps: dict, seed: int, report: StageReport)
 @click.option("--metrics", "metrics_file", default="metrics/train_llm.json", show_default=True, type=click.Path(dir_okay=False))
 def main(params_file, base_dir, sources, val_file, out_dir, checkpoint_dir, live_dir, metrics_file) -> None:
     params = load_params(params_file)
-    hp, llm = section(params, "train_llm", params_file), section(params, "llm", params_file)
-    if hp["num_processes"] > 1 and "LOCAL_RANK" not in os.environ:
-        os.execv(sys.executable, [sys.executable, *distributed_launcher(hp["num_processes"]), "-m", "stages.train_llm",
+    hp, llm = params.train_llm, params.llm
+    if hp.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        os.execv(sys.executable, [sys.executable, *distributed_launcher(hp.num_processes), "-m", "stages.train_llm",
                                   *sys.argv[1:]])
     source_files = dict(s.split("=", 1) for s in sources)
-    base = {"model": base_dir, "revision": None, "trust_remote_code": llm["trust_remote_code"]}
+    base = {"model": base_dir, "revision": None, "trust_remote_code": llm.trust_remote_code}
 
     with StageReport("train_llm") as report:
         tokenizer = load_tokenizer(base)
-        train = mixture(source_files, hp["mixture"], hp["seed"], report)
+        train = mixture(source_files, hp.mixture.model_dump(), hp.seed, report)
         val = read_jsonl(val_file)
         report.add_read(val_file, len(val))
-        if hp["max_val_records"] is not None and len(val) > hp["max_val_records"]:
-            val = random.Random(hp["seed"]).sample(val, hp["max_val_records"])
-        rows = {name: fit_cutoff([conversation(r) for r in records], tokenizer, hp["cutoff_len"], hp["overlong"],
+        if hp.max_val_records is not None and len(val) > hp.max_val_records:
+            val = random.Random(hp.seed).sample(val, hp.max_val_records)
+        rows = {name: fit_cutoff([conversation(r) for r in records], tokenizer, hp.cutoff_len, hp.overlong,
                                  report, name)
                 for name, records in [("train", train), ("val", val)]}
         weights = folder_fingerprint(base_dir, skip=("source.json",))
-        fingerprint = run_fingerprint(hp, {**base, "weights": weights}, [*source_files.values(), val_file])
+        fingerprint = run_fingerprint(hp.model_dump(), {**base, "weights": weights}, [*source_files.values(), val_file])
         summary = train_lora(base, hp, rows["train"], rows["val"], out_dir, checkpoint_dir, live_dir, fingerprint)
         report.add_wrote(out_dir, 1)
         write_json(metrics_file, {**summary, "mixture": report.extra["mixture"], "dropped": dict(report.dropped)})

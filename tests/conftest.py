@@ -39,3 +39,12 @@ def params() -> dict:
     import yaml
 
     return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def typed(params):
+    """``typed(changes)``: params.yaml with ``changes`` laid over it, as the stages read it (typed groups)."""
+    from raglab.params.loader import merge
+    from raglab.params.schema import validate
+
+    return lambda changes=None: validate(merge(params, changes or {}))

@@ -16,6 +16,7 @@ import yaml
 
 from raglab.experiments.profiles import flatten
 from raglab.params.loader import load_profile
+from raglab.params.schema import validate
 from raglab.rag.kb import write_kb
 from raglab.rag.routing import EmbeddingRouter
 from raglab.retriever.search import EmbedderConfig, load_embedder
@@ -48,7 +49,7 @@ def workspace(tmp_path_factory, minilm_dir, tiny_llm, params):
     write_kb(root / "data/sft/eval/test_kb.jsonl", KB)
     shutil.copytree(tiny_llm, root / "models/base/llm")
     shutil.copytree(minilm_dir, root / "models/embedder")  # stands in for a tuned embedder
-    embedder = load_embedder(EmbedderConfig.from_params(params))
+    embedder = load_embedder(EmbedderConfig.of(validate(params).embedder))
     maths = [f"Tom has {n} apples and buys {n + 3} more. How many apples does he have?" for n in range(10)]
     reading = ["林晓的代表作是什么？", "陈静哪一年获奖？", "谁写了《海潮》？", "周航在哪里教音乐？", "苏州在哪个省？",
                "成都有什么？", "青岛的医生是谁？", "比赛在哪里？", "小说讲了什么？", "面馆卖什么？"]

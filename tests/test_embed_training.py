@@ -92,7 +92,7 @@ def test_merge_weights_averages_the_runs_and_interpolates_towards_the_base(tmp_p
         merge_weights(tmp_path / "soup", [tmp_path / "run1", tmp_path / "wide"], str(tmp_path / "base"), 0.0)
 
 
-def test_a_soup_is_the_mean_of_the_runs_it_trains(tmp_path, minilm_dir, params):
+def test_a_soup_is_the_mean_of_the_runs_it_trains(tmp_path, minilm_dir, typed):
     """soup_size=2 trains seeds s and s+1 and averages them: the same weights as two single runs, averaged."""
     import torch
     from safetensors.torch import load_file
@@ -105,14 +105,15 @@ def test_a_soup_is_the_mean_of_the_runs_it_trains(tmp_path, minilm_dir, params):
     write_jsonl(tmp_path / "train.jsonl", [
         {"query": f"What about {t}?", "pos": [f"The company reported {t} for the year."],
          "neg": [f"The company reported {topics[i - 1]} for the year."]} for i, t in enumerate(topics)])
-    base = EmbedderConfig.from_params(params, model=minilm_dir, revision=None, pooling="mean")
-    hp = {**params["train_embed"], "epochs": 1, "batch_size": 4, "train_group_size": 2, "query_max_len": 16,
-          "passage_max_len": 16, "mixed_precision": "fp32", "length_buckets": 1, "merge_base_share": 0.0,
-          "logging_steps": 1, "warmup_steps": 0}
-    seed = hp["seed"]
+    p = typed({"train_embed": {"epochs": 1, "batch_size": 4, "train_group_size": 2, "query_max_len": 16,
+                               "passage_max_len": 16, "mixed_precision": "fp32", "length_buckets": 1,
+                               "merge_base_share": 0.0, "logging_steps": 1, "warmup_steps": 0}})
+    base = EmbedderConfig.of(p.embedder, model=minilm_dir, revision=None, pooling="mean")
+    hp = p.train_embed
+    seed = hp.seed
 
     def train(name, **changes):
-        summary = train_embedder(base, {**hp, **changes}, str(tmp_path / "train.jsonl"), tmp_path / name,
+        summary = train_embedder(base, hp.model_copy(update=changes), str(tmp_path / "train.jsonl"), tmp_path / name,
                                  tmp_path / f"live-{name}", tmp_path / f"checkpoints-{name}")
         return summary, load_file(tmp_path / name / "model.safetensors")
 

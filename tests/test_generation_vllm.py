@@ -82,10 +82,10 @@ def test_sigterm_to_serve_process_stops_vllm(tiny_llm, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def learned_adapter(tiny_llm, mirror, params, tmp_path_factory):
+def learned_adapter(tiny_llm, mirror, params, typed, tmp_path_factory):
     """The tiny model LoRA-trained on 8 records (tests/learnability.py)."""
     exs = learnability.examples(mirror)
-    hp = {**params["train_llm"], **learnability.RECIPE}
+    hp = typed({"train_llm": learnability.RECIPE}).train_llm
     adapter = tmp_path_factory.mktemp("learned") / "adapter"
     work = adapter.parent
     train_lora({"model": tiny_llm, "revision": None, "trust_remote_code": False}, hp,
@@ -119,7 +119,8 @@ def test_learnability_adapter_reproduces_training_answers_base_does_not(tiny_llm
     assert sum(p.strip() == g for p, g in zip(untuned, golds)) == 0, list(zip(untuned, golds))
 
 
-def test_hf_generate_and_vllm_agree_with_lora_and_merged_serving(tiny_llm, mirror, params, learned_adapter, tmp_path):
+def test_hf_generate_and_vllm_agree_with_lora_and_merged_serving(tiny_llm, mirror, params, typed, learned_adapter,
+                                                                  tmp_path):
     """The same chats, greedy, through transformers' generate (base + adapter in peft) and through vLLM
     serving the adapter both ways serve_infer can (LoRA, and a peft-merged copy): the same answers.
 
@@ -141,10 +142,10 @@ def test_hf_generate_and_vllm_agree_with_lora_and_merged_serving(tiny_llm, mirro
                                       str(learned_adapter))
     reference = hf_generate(model.eval(), tok, chats, max_new_tokens=16)
 
-    serving = {**params["serving"], "max_model_len": 1024, "startup_timeout_s": 300}
     served = {}
     for mode in ("lora", "merged"):
-        for system, endpoint in local_endpoints(["sft"], tiny_llm, learned_adapter, {**serving, "adapter": mode},
+        serving = typed({"serving": {"max_model_len": 1024, "startup_timeout_s": 300, "adapter": mode}}).serving
+        for system, endpoint in local_endpoints(["sft"], tiny_llm, learned_adapter, serving,
                                                 trust_remote_code=False, log_dir=tmp_path / mode):
             served[mode] = chat_all(endpoint, chats, max_tokens=16)
     for mode, replies in served.items():

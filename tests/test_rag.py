@@ -49,21 +49,21 @@ def test_reciprocal_rank_fusion_adds_reciprocal_ranks():
         reciprocal_rank_fusion([a, b, a], k=1, weights=[1.0, 1.0])
 
 
-def test_retrievers_grid_over_one_knowledge_base(minilm_dir, params):
-    params = {**params, "embedder": {**params["embedder"], "model": minilm_dir, "revision": None, "pooling": "mean",
-                                     "query_instruction": None, "batch_size": 8}}
+def test_retrievers_grid_over_one_knowledge_base(minilm_dir, typed):
+    params = typed({"embedder": {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None,
+                                 "batch_size": 8},
+                    "rag": {"hybrid": {"of": ["bm25", "base"], "weights": None, "rrf_k": 60}}})
     retrievers = Retrievers(KB, params)
     assert retrievers.available() == ["bm25", "base", "hybrid"]  # no tuned embedder given
     with pytest.raises(ValueError, match="unknown retriever 'tuned'"):
         retrievers.search("tuned", QUESTIONS, 2)
-    params["rag"]["hybrid"] = {"of": ["bm25", "base"], "weights": None, "rrf_k": 60}
     bm25, dense, hybrid = (retrievers.search(name, QUESTIONS, 3) for name in ("bm25", "base", "hybrid"))
     assert all(len(r) == 3 for r in dense + hybrid) and [r[0][0] for r in bm25] == [0, 1, 2, 3]
     assert [r[0][0] for r in hybrid] == [0, 1, 2, 3]  # BM25 is right on every question; fusion keeps it
     with_tuned = Retrievers(KB, params, tuned_embedder=minilm_dir)  # the same model as "tuned": the same ranking
     assert with_tuned.search("tuned", QUESTIONS, 3) == dense
-    messages = rag_messages(params["prompt"], QUESTIONS[0], [KB[i] for i, _ in hybrid[0][:2]])
-    assert messages[-1]["content"] == params["prompt"]["template"].format(context=KB[0] + "\n" + KB[hybrid[0][1][0]],
+    messages = rag_messages(params.prompt, QUESTIONS[0], [KB[i] for i, _ in hybrid[0][:2]])
+    assert messages[-1]["content"] == params.prompt.template.format(context=KB[0] + "\n" + KB[hybrid[0][1][0]],
                                                                           question=QUESTIONS[0])
 
 
@@ -171,7 +171,7 @@ def judge_script(verdicts: list[int], broken_answer: str | None = None):
 
 
 @pytest.mark.parametrize("mode", ["json", "json_schema"])
-def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_dir, tmp_path, monkeypatch, mode):
+def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_dir, tmp_path, monkeypatch, mode, typed):
     from raglab.evaluation.judge import judge_scores
 
     monkeypatch.setenv("RAGLAB_CACHE", str(tmp_path / "cache"))
@@ -179,12 +179,15 @@ def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_d
     rows = [{"question": QUESTIONS[0], "prediction": "《远山》", "passages": KB[:2]},
             {"question": QUESTIONS[0], "prediction": "BROKEN", "passages": KB[:2]},
             {"question": QUESTIONS[1], "prediction": "", "passages": KB[:2]}]
-    embedder = {"model": minilm_dir, "revision": None, "pooling": "mean", "query_max_len": 64,
-                "passage_max_len": 64, "batch_size": 8}
-    serving = {"timeout_s": 30, "max_retries": 0, "concurrency": 4}
     with FakeOpenAI(judge_script([1, 0, 1, 1], broken_answer="BROKEN")) as server:
-        judge = {"kind": "endpoint", "base_url": server.base_url, "model": "judge-1", "api_key_env": "JUDGE_KEY",
-                 "mode": mode, "max_tokens": 256, "strictness": 2}
+        params = typed({"score": {"generation": {"cosine_embedder": {
+                            "model": minilm_dir, "revision": None, "pooling": "mean", "query_max_len": 64,
+                            "passage_max_len": 64, "batch_size": 8}},
+                        "rag": {"judge": {"kind": "endpoint", "base_url": server.base_url, "model": "judge-1",
+                                          "api_key_env": "JUDGE_KEY", "mode": mode, "max_tokens": 256,
+                                          "strictness": 2}}},
+                        "serving": {"timeout_s": 30, "max_retries": 0, "concurrency": 4}})
+        judge, serving, embedder = params.score.rag.judge, params.serving, params.score.generation.cosine_embedder
         report = StageReport("score_rag")
         scores = judge_scores(judge, None, serving, embedder, rows, tmp_path / "log", report)
         asked = len(server.requests)
@@ -200,12 +203,12 @@ def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_d
     assert len(ResponseCache(tmp_path / "cache" / "responses.sqlite")) == asked  # the same request twice: 2 entries
 
 
-def test_no_judge_means_no_verdicts(tmp_path):
+def test_no_judge_means_no_verdicts(tmp_path, typed):
     from raglab.evaluation.judge import judge_scores
 
-    judge = {"kind": "none", "base_url": None, "model": None, "api_key_env": None, "mode": "json",
-             "max_tokens": 8, "strictness": 1}
-    assert judge_scores(judge, None, {}, {}, [{"question": "q"}] * 2, tmp_path, StageReport("x")) == [{}, {}]
+    params = typed({"score": {"rag": {"judge": {"kind": "none"}}}})
+    assert judge_scores(params.score.rag.judge, None, params.serving, params.score.generation.cosine_embedder,
+                        [{"question": "q"}] * 2, tmp_path, StageReport("x")) == [{}, {}]
 
 
 def test_embedder_pairs_from_cmrc_training_passages_only(mirror, tmp_path, params):

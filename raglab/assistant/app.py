@@ -47,7 +47,7 @@ def main(params_file: str | None, rev: str | None, host: str | None, port: int |
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     with ExitStack() as stack:
         assistant, params = start(params_file, rev, stack, Path(".cache/assistant/logs"))
-        host, port = host or params["assistant"]["host"], port or params["assistant"]["port"]
+        host, port = host or params.assistant.host, port or params.assistant.port
         if not questions:
             import uvicorn
 

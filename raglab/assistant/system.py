@@ -14,6 +14,7 @@ import click
 
 from raglab.core.prompts import chat_messages, render_question
 from raglab.params.loader import load_params
+from raglab.params.schema import Params
 from raglab.rag.kb import read_kb
 from raglab.rag.routing import MATH, ROUTER_MAX_TOKENS, route_from_reply
 from raglab.rag.system import RagSystem
@@ -47,13 +48,13 @@ class Reply:
 class Assistant:
     """Route, retrieve, generate: one question at a time (the web server runs it in a worker thread)."""
 
-    def __init__(self, params: dict, kb: list[str], tuned_embedder: str | None, router_dir: str | None,
+    def __init__(self, params: Params, kb: list[str], tuned_embedder: str | None, router_dir: str | None,
                  endpoint: Endpoint, retriever: str):
         from openai import OpenAI
 
         self.params, self.endpoint = params, endpoint
-        self.rag, self.math = params["rag"], params["serve_infer"]["math"]
-        if self.rag["router"]["kind"] == "embedding" and router_dir is None:
+        self.rag, self.math = params.rag, params.serve_infer.math
+        if self.rag.router.kind == "embedding" and router_dir is None:
             raise click.ClickException("the embedding router is trained by serve_infer_rag: run the pipeline "
                                        "(or make demo and --rev demo), or set rag.router.kind llm")
         self.system = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, router_dir=router_dir)
@@ -63,13 +64,13 @@ class Assistant:
                                        f"(available: {self.retrievers.available()})")
         self.retriever = retriever
         self.client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key(),
-                             timeout=params["serving"]["timeout_s"], max_retries=params["serving"]["max_retries"])
+                             timeout=params.serving.timeout_s, max_retries=params.serving.max_retries)
         self.system.rank(retriever, ["warm-up"], 1)  # encode the knowledge base now, not on the first question
 
     def chat(self, messages: list[dict], max_tokens: int, extra_body: dict | None = None) -> str:
         response = self.client.chat.completions.create(
             model=self.endpoint.model, messages=messages, max_tokens=max_tokens,
-            temperature=self.rag["temperature"], extra_body=extra_body)
+            temperature=self.rag.temperature, extra_body=extra_body)
         return response.choices[0].message.content or ""
 
     def route(self, question: str) -> str:
@@ -82,11 +83,11 @@ class Assistant:
         route = self.route(question)
         timings["route_s"] = time.perf_counter() - started
         if route == MATH:  # as serve_infer_math asks the local students: the assistant turn starts with the prefix
-            user = render_question(self.params["distill_cot"]["prompt"], question)
-            prefix = self.math["think_prefix"]
-            messages = chat_messages(self.params["prompt"]["system"], user) + [{"role": "assistant", "content": prefix}]
+            user = render_question(self.params.distill_cot.prompt, question)
+            prefix = self.math.think_prefix
+            messages = chat_messages(self.params.prompt.system, user) + [{"role": "assistant", "content": prefix}]
             started = time.perf_counter()
-            answer = prefix + self.chat(messages, self.math["max_tokens"],
+            answer = prefix + self.chat(messages, self.math.max_tokens,
                                         {"continue_final_message": True, "add_generation_prompt": False})
             timings["generation_s"] = time.perf_counter() - started
             return Reply(answer, route, [], timings)
@@ -95,7 +96,7 @@ class Assistant:
         passages = [{"text": self.retrievers.kb[j], "score": round(score, 4)} for j, score in ranking]
         timings["retrieval_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        answer = self.chat(self.system.generator_chat(question, [p["text"] for p in passages]), self.rag["max_tokens"])
+        answer = self.chat(self.system.generator_chat(question, [p["text"] for p in passages]), self.rag.max_tokens)
         timings["generation_s"] = time.perf_counter() - started
         return Reply(answer, route, passages, timings)
 
@@ -109,24 +110,24 @@ def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitSta
 
     found = materialise(rev, cache)
     params = load_params(params_file or found.get("params", "params.yaml"))
-    a = params["assistant"]
+    a = params.assistant
     for needed in ("kb", "llm"):
         if needed not in found:
             raise click.ClickException(f"{PATHS[needed]} is missing{f' in {rev}' if rev else ''}: run the pipeline "
                                        "(dvc repro, or make demo and --rev demo)")
-    generator = a["generator"] if "adapter" in found or a["generator"] == BASE_NAME else BASE_NAME
-    if generator != a["generator"]:
+    generator = a.generator if "adapter" in found or a.generator == BASE_NAME else BASE_NAME
+    if generator != a.generator:
         log.warning("assistant: no trained adapter (%s): the base LLM answers", PATHS["adapter"])
-    systems = local_endpoints([generator], found["llm"], found.get("adapter"), params["serving"],
-                              trust_remote_code=params["llm"]["trust_remote_code"], log_dir=log_dir)
+    systems = local_endpoints([generator], found["llm"], found.get("adapter"), params.serving,
+                              trust_remote_code=params.llm.trust_remote_code, log_dir=log_dir)
     stack.callback(systems.close)  # stops the server
     _, endpoint = next(systems)
     tuned = str(found["embedder"]) if "embedder" in found else None
-    retriever = a["retriever"] if tuned or a["retriever"] in ("bm25", "base") else "bm25"
-    if retriever != a["retriever"]:
+    retriever = a.retriever if tuned or a.retriever in ("bm25", "base") else "bm25"
+    if retriever != a.retriever:
         log.warning("assistant: no trained embedder (%s): retrieving with bm25", PATHS["embedder"])
     assistant = Assistant(params, read_kb(found["kb"]), tuned, found.get("router"), endpoint, retriever)
     log.info("assistant: %d passages, retriever %s, generator %s (%s), router %s", len(assistant.retrievers.kb),
              retriever, generator, SFT_NAME if generator == SFT_NAME else "base weights",
-             params["rag"]["router"]["kind"])
+             params.rag.router.kind)
     return assistant, params

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from raglab.core.formats import DataError, read_json, read_jsonl, sha256_file
+from raglab.params.pipeline import DatasetSource
 
 # Upstream file names inside a mirror directory, per dataset and split.
 MIRROR_FILES: dict[str, dict[str, str]] = {
@@ -172,8 +173,9 @@ def _take(rows: Iterator[dict], limit: int | None) -> list[dict]:
     return out
 
 
-def load_split(dataset: str, spec: dict[str, Any], split: str, mirror: str | None, limit: int | None) -> SplitData:
-    """Load one split of ``dataset`` from ``mirror`` (a directory) or from the hub (``spec``)."""
+def load_split(dataset: str, spec: DatasetSource | None, split: str, mirror: str | None,
+               limit: int | None) -> SplitData:
+    """Load one split of ``dataset`` from ``mirror`` (a directory) or from the hub (``spec``: id, revision)."""
     if dataset not in MIRROR_READERS:
         raise ValueError(f"unknown dataset '{dataset}' (known: {sorted(MIRROR_READERS)})")
     if mirror:
@@ -182,10 +184,10 @@ def load_split(dataset: str, spec: dict[str, Any], split: str, mirror: str | Non
 
     import datasets  # heavy; only the hub path needs it
 
-    ds = datasets.load_dataset(
-        spec["hub_id"], spec.get("config"), split=split, revision=spec["revision"]
-    )
-    where = f"{spec['hub_id']}@{spec['revision']}:{split}"
+    if spec is None:
+        raise ValueError(f"{dataset}: no mirror and no hub id to load split '{split}' from")
+    ds = datasets.load_dataset(spec.hub_id, spec.config, split=split, revision=spec.revision)
+    where = f"{spec.hub_id}@{spec.revision}:{split}"
     files = sorted(f["filename"] for f in ds.cache_files)
     digest = ",".join(sha256_file(f) for f in files) if files else None
     return SplitData(_take(HUB_NORMALISERS[dataset](iter(ds), where), limit), where, digest)

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from raglab.core.report import StageReport
+from raglab.params.serving import CosineEmbedder, Judge, Serving
 from raglab.retriever.search import EmbedderConfig
 from raglab.serving.cache import cached_async_client, response_cache
 from raglab.serving.types import Endpoint
@@ -38,11 +39,11 @@ NOTES = {
 
 
 @contextlib.contextmanager
-def judge_endpoint(judge: dict, judge_model: str | None, serving: dict, log_dir: Path):
+def judge_endpoint(judge: Judge, judge_model: str | None, serving: Serving, log_dir: Path):
     """``(endpoint, identity)`` of the judge; a served judge starts on its first uncached request."""
-    if judge["kind"] == "endpoint":
-        endpoint = Endpoint(judge["base_url"], judge["model"], judge["api_key_env"])
-        yield endpoint, f"judge|{judge['base_url']}|{judge['model']}"
+    if judge.kind == "endpoint":
+        endpoint = Endpoint(judge.base_url, judge.model, judge.api_key_env)
+        yield endpoint, f"judge|{judge.base_url}|{judge.model}"
         return
     if judge_model is None or not Path(judge_model).is_dir():
         raise ValueError(f"score.rag.judge.kind served needs the base LLM folder (--judge-model), got {judge_model}")
@@ -85,11 +86,11 @@ async def _judge(llm, embeddings, rows: list[dict], strictness: int, concurrency
     return list(await asyncio.gather(*(one(r) for r in rows)))
 
 
-def judge_scores(judge: dict, judge_model: str | None, serving: dict, embedder_params: dict, rows: list[dict],
+def judge_scores(judge: Judge, judge_model: str | None, serving: Serving, embedder_params: CosineEmbedder, rows: list[dict],
                  log_dir: Path, report: StageReport) -> list[dict]:
     """Per row ``{"answer_relevancy": x, "faithfulness": y}`` (None for a verdict the judge did not give);
     empty dicts when no judge is set."""
-    if judge["kind"] == "none":
+    if judge.kind == "none":
         return [{} for _ in rows]
     os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas posts telemetry on every call otherwise
     import instructor
@@ -102,16 +103,16 @@ def judge_scores(judge: dict, judge_model: str | None, serving: dict, embedder_p
     errors: Counter = Counter()
 
     async def run(endpoint, identity: str) -> list[dict]:
-        client, transport = cached_async_client(endpoint, cache, identity, timeout_s=serving["timeout_s"],
-                                                max_retries=serving["max_retries"])
+        client, transport = cached_async_client(endpoint, cache, identity, timeout_s=serving.timeout_s,
+                                                max_retries=serving.max_retries)
         # JSON_SCHEMA constrains a served model's output to the verdict's schema (vLLM structured outputs);
         # an API with a JSON mode only (json_object) takes judge.mode json
-        mode = {"json": instructor.Mode.JSON, "json_schema": instructor.Mode.JSON_SCHEMA}[judge["mode"]]
+        mode = {"json": instructor.Mode.JSON, "json_schema": instructor.Mode.JSON_SCHEMA}[judge.mode]
         llm = InstructorLLM(client=instructor.from_openai(client, mode=mode), model=endpoint.model,
-                            provider="openai", max_tokens=judge["max_tokens"], temperature=0.0, max_retries=0)
-        embeddings = HuggingFaceEmbeddings(model=EmbedderConfig(**embedder_params).local_path(), device="cpu")
+                            provider="openai", max_tokens=judge.max_tokens, temperature=0.0, max_retries=0)
+        embeddings = HuggingFaceEmbeddings(model=EmbedderConfig.of(embedder_params).local_path(), device="cpu")
         try:
-            scores = await _judge(llm, embeddings, rows, judge["strictness"], serving["concurrency"], errors)
+            scores = await _judge(llm, embeddings, rows, judge.strictness, serving.concurrency, errors)
         finally:
             await client.close()
         log.info("judge: %d requests answered from the cache, %d asked", transport.hits, transport.misses)

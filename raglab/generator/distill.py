@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from raglab.core.prompts import chat_messages, render_question
 from raglab.core.report import StageReport
 from raglab.generator.maths import GoldError, check, gold_answer
+from raglab.params.pipeline import Prices
 from raglab.serving.client import Reply, Request
 
 VARIANTS = ("cot", "answer_only")
@@ -133,11 +134,11 @@ def question_messages(prompt: str, system: str) -> Callable[[Question], list[dic
     return lambda q: chat_messages(system, render_question(prompt, q.question))
 
 
-def usage(replies: Sequence[Reply], prices: dict[str, float]) -> dict:
+def usage(replies: Sequence[Reply], prices: Prices) -> dict:
     """Tokens of all replies, of those this run paid for (not from the cache), and their estimated cost."""
     def tally(rs):
         prompt, completion = sum(r.prompt_tokens for r in rs), sum(r.completion_tokens for r in rs)
-        cost = (prompt * prices["prompt"] + completion * prices["completion"]) / 1e6
+        cost = (prompt * prices.prompt + completion * prices.completion) / 1e6
         return {"requests": len(rs), "prompt_tokens": prompt, "completion_tokens": completion,
                 "estimated_cost_usd": round(cost, 4)}
 

@@ -16,28 +16,30 @@ from collections.abc import Iterator
 
 import click
 
+from raglab.params.pipeline import Teacher
+from raglab.params.serving import Serving
 from raglab.serving.cache import export_replies, import_replies, response_cache
 from raglab.serving.systems import ServedEndpoint, served_endpoint, served_identity
 from raglab.serving.types import Endpoint
 
 
 @contextlib.contextmanager
-def teacher_endpoint(spec: dict, teacher_dir: str | os.PathLike, serving: dict,
+def teacher_endpoint(spec: Teacher, teacher_dir: str | os.PathLike, serving: Serving,
                      log_dir: str | os.PathLike) -> Iterator[tuple[Endpoint | ServedEndpoint, str]]:
     """``(endpoint, identity)`` of the teacher; a served teacher runs until the block ends."""
-    if spec.get("endpoint"):
-        ep = spec["endpoint"]
-        yield Endpoint(ep["base_url"], spec["model"], ep.get("api_key_env")), teacher_identity(spec, teacher_dir,
+    if spec.endpoint:
+        ep = spec.endpoint
+        yield Endpoint(ep.base_url, spec.model, ep.api_key_env), teacher_identity(spec, teacher_dir,
                                                                                                serving)
         return
-    with served_endpoint("teacher", teacher_dir, serving, spec["trust_remote_code"], log_dir) as served:
+    with served_endpoint("teacher", teacher_dir, serving, spec.trust_remote_code, log_dir) as served:
         yield served
 
 
-def teacher_identity(spec: dict, teacher_dir: str | os.PathLike, serving: dict) -> str:
+def teacher_identity(spec: Teacher, teacher_dir: str | os.PathLike, serving: Serving) -> str:
     """The teacher's cache identity: the API's URL and model, or the served weights."""
-    if spec.get("endpoint"):
-        return f"{spec['endpoint']['base_url']}|{spec['model']}"
+    if spec.endpoint:
+        return f"{spec.endpoint.base_url}|{spec.model}"
     return served_identity("teacher", teacher_dir, serving)
 
 
@@ -51,7 +53,7 @@ def _identity(params_file: str, teacher_dir: str) -> str:
     from raglab.params.loader import load_params
 
     params = load_params(params_file)
-    return teacher_identity(params["distill_cot"]["teacher"], teacher_dir, params["serving"])
+    return teacher_identity(params.distill_cot.teacher, teacher_dir, params.serving)
 
 
 @main.command("export")

@@ -23,6 +23,7 @@ from raglab.models.trainer import (
     trainer_arguments,
     training_precision,
 )
+from raglab.params.pipeline import TrainLlm
 
 log = logging.getLogger("raglab")
 
@@ -101,13 +102,13 @@ def answer_only_trainer_class():
     return AnswerOnlySFTTrainer
 
 
-def lora_config(model, hp: dict[str, Any]):
+def lora_config(model, hp: TrainLlm):
     """peft's LoraConfig from params. ``lora_layers: N`` puts the adapters on the last N decoder layers
     only: the backward pass then stops there, which on a CPU is most of the cost of a step."""
     import torch
     from peft import LoraConfig
 
-    targets, layers = hp["lora_target"], hp["lora_layers"]
+    targets, layers = hp.lora_target, hp.lora_layers
     kwargs = {}
     if layers is not None:
         total = model.config.get_text_config().num_hidden_layers
@@ -118,17 +119,17 @@ def lora_config(model, hp: dict[str, Any]):
             targets = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                               if isinstance(m, torch.nn.Linear) and m is not output})
         kwargs["layers_to_transform"] = list(range(total - layers, total))
-    return LoraConfig(r=hp["lora_rank"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
+    return LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM", **kwargs)
 
 
-def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict], val_rows: list[dict],
+def train_lora(base: dict[str, Any], hp: TrainLlm, train_rows: list[dict], val_rows: list[dict],
                output_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike, live_dir: str | os.PathLike,
                fingerprint: str, callbacks: list | None = None) -> dict[str, Any]:
     from datasets import Dataset
     from trl import SFTConfig
 
-    precision = training_precision(hp["mixed_precision"], "train_llm")
+    precision = training_precision(hp.mixed_precision, "train_llm")
     tokenizer, model = load_base(base)
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
     resume = checkpoint_to_resume(checkpoint_dir, fingerprint)
@@ -137,15 +138,15 @@ def train_lora(base: dict[str, Any], hp: dict[str, Any], train_rows: list[dict],
     config = SFTConfig(
         output_dir=str(checkpoint_dir),
         **trainer_arguments(hp),
-        per_device_eval_batch_size=hp["batch_size"],
-        max_length=hp["cutoff_len"],
+        per_device_eval_batch_size=hp.batch_size,
+        max_length=hp.cutoff_len,
         completion_only_loss=True,  # trl then projects only the answer positions through the LM head
-        gradient_checkpointing=hp["gradient_checkpointing"],
+        gradient_checkpointing=hp.gradient_checkpointing,
         bf16=precision == "bf16",  # on a CPU: bfloat16 autocast (fast where AVX512-BF16 / AMX exist)
         fp16=precision == "fp16",
         eval_strategy="epoch" if val_rows else "no",
         save_strategy="steps",
-        save_steps=hp["save_steps"],
+        save_steps=hp.save_steps,
         save_total_limit=2,
         dataloader_drop_last=False,
     )

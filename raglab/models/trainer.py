@@ -24,21 +24,22 @@ from typing import Any
 from transformers.integrations import DVCLiveCallback
 
 from raglab.core.machine import resolve_precision
+from raglab.params.pipeline import Trainer
 
 
-def trainer_arguments(hp: dict[str, Any]) -> dict[str, Any]:
+def trainer_arguments(hp: Trainer) -> dict[str, Any]:
     """``TrainingArguments`` fields that map one to one onto a training stage's params."""
     import torch
 
     return dict(
-        learning_rate=float(hp["learning_rate"]),
-        num_train_epochs=hp["epochs"],
-        per_device_train_batch_size=hp["batch_size"],
-        gradient_accumulation_steps=hp["gradient_accumulation_steps"],
-        lr_scheduler_type=hp["lr_scheduler"],
-        warmup_steps=hp["warmup_steps"],
-        seed=hp["seed"],
-        logging_steps=hp["logging_steps"],
+        learning_rate=float(hp.learning_rate),
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        lr_scheduler_type=hp.lr_scheduler,
+        warmup_steps=hp.warmup_steps,
+        seed=hp.seed,
+        logging_steps=hp.logging_steps,
         report_to="none",  # curves go through the callback below
         use_cpu=not torch.cuda.is_available(),
         # each process's loss is its own mean (gradients are averaged across processes): with the default (True)

@@ -1,7 +1,8 @@
 """Read the experiment's parameters (``params.yaml``), the single source of every knob, checked.
 
 ``load_params`` validates the whole file against the declared schema (``raglab.params.schema``) before a
-stage uses any of it. ``python -m raglab.params.loader [--profile A,B] [-S group.key=value ...]`` checks
+stage uses any of it, and returns it as typed groups (``params.train_llm.learning_rate``): no stage looks a
+knob up by a string. ``python -m raglab.params.loader [--profile A,B] [-S group.key=value ...]`` checks
 ``params.yaml`` as it is, or with profiles and ``-S`` values laid over it (what ``raglab.experiments.profiles``
 and the Makefile run before ``dvc exp run``), and prints one line per problem.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import click
 from ruamel.yaml import YAML, YAMLError
 
-from raglab.params.schema import ParamsError, validate
+from raglab.params.schema import Params, ParamsError, validate
 
 DEFAULT_PARAMS = "params.yaml"
 PROFILE_DIR = Path("profiles")  # profiles: partial copies of params.yaml, laid over it left to right
@@ -40,15 +41,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return params
 
 
-def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> Params:
+    """``params.yaml`` read once and checked: the typed groups every stage reads (``params.train_llm.epochs``)."""
     return validate(read_yaml(path), str(path))
-
-
-def section(params: dict[str, Any], name: str, path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
-    try:
-        return params[name]
-    except KeyError:
-        raise ParamsError(f"{path}: missing parameter group '{name}'") from None
 
 
 def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]:
@@ -94,7 +89,7 @@ def set_value(params: dict[str, Any], assignment: str) -> dict[str, Any]:
 
 
 def check(path: str | os.PathLike = DEFAULT_PARAMS, overlay: dict[str, Any] | None = None,
-          assignments: tuple[str, ...] = (), source: str | None = None) -> dict[str, Any]:
+          assignments: tuple[str, ...] = (), source: str | None = None) -> Params:
     """params.yaml with an overlay (profiles) and ``-S`` assignments, validated. A sweep (``-S k=a,b``, DVC's
     Hydra syntax, as for ``dvc exp run --queue``) is validated at every point of its grid; the first is returned."""
     from dvc.utils.hydra import get_hydra_sweeps

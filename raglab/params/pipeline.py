@@ -26,7 +26,8 @@ QuestionPrompt = Annotated[str, AfterValidator(_has_question)]  # a prompt the q
 
 
 class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+    """A parameter group, as the stages read it: typed attributes, checked once, read-only."""
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=(), frozen=True)
 
 
 class DatasetSource(Group):

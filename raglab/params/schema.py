@@ -120,10 +120,9 @@ def describe_errors(error: ValidationError, source: str) -> str:
     return "\n".join(lines.values())
 
 
-def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """``params`` checked against the schema (values unchanged); raises ParamsError naming every problem."""
+def validate(params: dict[str, Any], source: str = "params.yaml") -> Params:
+    """``params`` checked against the schema, as typed groups; raises ParamsError naming every problem."""
     try:
-        Params.model_validate(params)
+        return Params.model_validate(params)
     except ValidationError as e:
         raise ParamsError(describe_errors(e, source)) from None
-    return params

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raglab.core.prompts import chat_messages, render
+from raglab.params.pipeline import Prompt
+from raglab.params.schema import Params
 from raglab.rag.routing import EmbeddingRouter, router_messages
 from raglab.retriever.search import (
     BM25Index,
@@ -41,7 +43,7 @@ class Retrievers:
     """The retrievers over one knowledge base; each embedder is loaded and the passages encoded once."""
 
     kb: list[str]
-    params: dict[str, Any]
+    params: Params
     tuned_embedder: str | os.PathLike | None = None  # train_embed's folder; None: no ``tuned`` retriever
     shared: Retrievers | None = None  # another knowledge base's retrievers, whose loaded embedders are reused
 
@@ -56,7 +58,7 @@ class Retrievers:
     def embedder(self, name: str):
         if name not in self._embedders:
             overrides = {"model": str(self.tuned_embedder), "revision": None} if name == "tuned" else {}
-            self._embedders[name] = load_embedder(EmbedderConfig.from_params(self.params, **overrides))
+            self._embedders[name] = load_embedder(EmbedderConfig.of(self.params.embedder, **overrides))
         return self._embedders[name]
 
     def search(self, name: str, queries: list[str], k: int) -> list[Ranking]:
@@ -68,55 +70,55 @@ class Retrievers:
                 self._bm25 = BM25Index(self.kb)
             return self._bm25.search(queries, k)
         if name == "hybrid":
-            hybrid = self.params["rag"]["hybrid"]
-            if "hybrid" in hybrid["of"]:
+            hybrid = self.params.rag.hybrid
+            if "hybrid" in hybrid.of:
                 raise ValueError("rag.hybrid.of cannot name hybrid itself")
             # every input ranks the whole knowledge base, so fusion sees each passage's rank in each
-            inputs = [self.search(r, queries, len(self.kb)) for r in hybrid["of"]]
-            return reciprocal_rank_fusion(inputs, k, hybrid["rrf_k"], hybrid["weights"])
+            inputs = [self.search(r, queries, len(self.kb)) for r in hybrid.of]
+            return reciprocal_rank_fusion(inputs, k, hybrid.rrf_k, hybrid.weights)
         if name not in self._dense:
             self._dense[name] = DenseIndex(encode_passages(self.embedder(name), self.kb))
         return self._dense[name].rank(encode_queries(self.embedder(name), queries), k)
 
 
-def rag_messages(prompt: dict, question: str, passages: Sequence[str]) -> list[dict]:
+def rag_messages(prompt: Prompt, question: str, passages: Sequence[str]) -> list[dict]:
     """The generator's conversation: the training template with the retrieved passages as the context."""
-    return chat_messages(prompt["system"], render(prompt["template"], PASSAGE_SEPARATOR.join(passages), question))
+    return chat_messages(prompt.system, render(prompt.template, PASSAGE_SEPARATOR.join(passages), question))
 
 
 @dataclass
 class RagSystem:
     """The RAG system of params ``rag`` over one knowledge base: its retrievers, its router and its prompt."""
 
-    params: dict[str, Any]
+    params: Params
     retrievers: Retrievers
     router: EmbeddingRouter | None = None  # the embedding router; None: the llm router (a chat model classifies)
 
     @classmethod
-    def build(cls, params: dict[str, Any], kb: list[str], *, tuned_embedder: str | os.PathLike | None = None,
+    def build(cls, params: Params, kb: list[str], *, tuned_embedder: str | os.PathLike | None = None,
               router_dir: str | os.PathLike | None = None, shared: RagSystem | None = None) -> RagSystem:
         """The system over ``kb``: with the ``tuned`` retriever when train_embed's folder is given, the embedding
         router saved in ``router_dir`` (or ``shared``'s, whose loaded embedders are reused too)."""
         retrievers = Retrievers(kb, params, tuned_embedder, shared=shared.retrievers if shared else None)
         router = shared.router if shared else None
-        if router_dir is not None and params["rag"]["router"]["kind"] == "embedding":
+        if router_dir is not None and params.rag.router.kind == "embedding":
             router = EmbeddingRouter.load(router_dir, retrievers.embedder("base"))
         return cls(params, retrievers, router)
 
     def fit_router(self, math_questions: Sequence[str], rag_questions: Sequence[str]) -> EmbeddingRouter:
         """Train the embedding router on the base embedder's vectors of the two routes' questions."""
         self.router = EmbeddingRouter.fit(self.retrievers.embedder("base"), math_questions, rag_questions,
-                                          self.params["rag"]["seed"])
+                                          self.params.rag.seed)
         return self.router
 
     def router_chats(self, questions: Sequence[str]) -> list[list[dict]]:
         """What the llm router asks a chat model about each question (its reply: ``route_from_reply``)."""
-        r = self.params["rag"]["router"]
-        return [router_messages(r["prompt"], self.params["prompt"]["system"], q) for q in questions]
+        r = self.params.rag.router
+        return [router_messages(r.prompt, self.params.prompt.system, q) for q in questions]
 
     def rank(self, retriever: str, questions: list[str], k: int | None = None) -> list[Ranking]:
         """Each question's top ``k`` passages (index, score), best first; ``rag.top_k`` when not given."""
-        return self.retrievers.search(retriever, questions, k or self.params["rag"]["top_k"])
+        return self.retrievers.search(retriever, questions, k or self.params.rag.top_k)
 
     def generator_chat(self, question: str, passages: Sequence[str]) -> list[dict]:
-        return rag_messages(self.params["prompt"], question, passages)
+        return rag_messages(self.params.prompt, question, passages)

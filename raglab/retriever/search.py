@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from raglab.params.pipeline import Embedder
+from raglab.params.serving import CosineEmbedder
+
 log = logging.getLogger("raglab")
 
 
@@ -32,9 +35,9 @@ class EmbedderConfig:
     trust_remote_code: bool = False
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], **overrides: Any) -> EmbedderConfig:
-        """The ``embedder`` parameter group, optionally with some fields replaced."""
-        return cls(**{**params["embedder"], **overrides})
+    def of(cls, group: Embedder | CosineEmbedder, **overrides: Any) -> EmbedderConfig:
+        """An embedder parameter group (``embedder``, ``score.generation.cosine_embedder``), some fields replaced."""
+        return cls(**{**group.model_dump(), **overrides})
 
     def local_path(self) -> str:
         """The model's directory: ``model`` itself when local, else the hub snapshot at ``revision``."""

@@ -28,6 +28,7 @@ from raglab.models.trainer import (
     trainer_arguments,
     training_precision,
 )
+from raglab.params.pipeline import TrainEmbed
 from raglab.retriever.search import EmbedderConfig
 from raglab.retriever.vocabulary import check_same_tokenizer, extend_vocabulary
 
@@ -118,7 +119,7 @@ def merge_weights(model_dir: str | os.PathLike, run_dirs: list[str | os.PathLike
     AutoTokenizer.from_pretrained(str(run_dirs[0]), trust_remote_code=trust_remote_code).save_pretrained(str(model_dir))
 
 
-def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[str], output_dir: str):
+def flag_arguments(base: EmbedderConfig, hp: TrainEmbed, train_files: list[str], output_dir: str):
     """FlagEmbedding's (model, data, training) argument dataclasses from our params.
 
     With more than one training file, every batch is drawn from a single file
@@ -130,27 +131,27 @@ def flag_arguments(base: EmbedderConfig, hp: dict[str, Any], train_files: list[s
         EncoderOnlyEmbedderTrainingArguments,
     )
 
-    precision = training_precision(hp["mixed_precision"], "train_embed")
+    precision = training_precision(hp.mixed_precision, "train_embed")
     model_args = EncoderOnlyEmbedderModelArguments(
         model_name_or_path=base.local_path(), trust_remote_code=base.trust_remote_code
     )
     data_args = EncoderOnlyEmbedderDataArguments(
         train_data=list(train_files),
         same_dataset_within_batch=len(train_files) > 1,
-        train_group_size=hp["train_group_size"],
-        query_max_len=hp["query_max_len"],
-        passage_max_len=hp["passage_max_len"],
+        train_group_size=hp.train_group_size,
+        query_max_len=hp.query_max_len,
+        passage_max_len=hp.passage_max_len,
         query_instruction_for_retrieval=base.query_instruction or None,
     )
     training_args = EncoderOnlyEmbedderTrainingArguments(
         output_dir=output_dir,
         **trainer_arguments(hp),
-        weight_decay=hp["weight_decay"],
-        temperature=hp["temperature"],
+        weight_decay=hp.weight_decay,
+        temperature=hp.temperature,
         sentence_pooling_method=base.pooling,
         normalize_embeddings=True,
         save_strategy="steps",
-        save_steps=hp["save_steps"],
+        save_steps=hp.save_steps,
         save_total_limit=1,
         dataloader_drop_last=True,
         fp16=precision == "fp16",
@@ -192,7 +193,7 @@ def resume_encoder_weights(trainer) -> None:
     trainer._load_from_checkpoint = load_encoder
 
 
-def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, output_dir: str | os.PathLike,
+def train_embedder(base: EmbedderConfig, hp: TrainEmbed, train_file: str, output_dir: str | os.PathLike,
                    live_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     """Fine-tune ``base.model`` on ``train_file`` (``soup_size`` runs, averaged into one model when > 1);
     the model lands in ``output_dir`` only when complete.
@@ -205,27 +206,27 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     work_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
-    resume = checkpoint_to_resume(checkpoint_dir, run_fingerprint(hp, asdict(base), [train_file]), "seed-*")
-    if not isinstance(hp["soup_size"], int) or hp["soup_size"] < 1:
-        raise ValueError(f"train_embed.soup_size must be an integer >= 1, got {hp['soup_size']!r}")
+    resume = checkpoint_to_resume(checkpoint_dir, run_fingerprint(hp.model_dump(), asdict(base), [train_file]), "seed-*")
+    if not isinstance(hp.soup_size, int) or hp.soup_size < 1:
+        raise ValueError(f"train_embed.soup_size must be an integer >= 1, got {hp.soup_size!r}")
     rows = read_jsonl(train_file)
     check_train_rows(rows, train_file)
-    batch = hp["batch_size"]
+    batch = hp.batch_size
     with tempfile.TemporaryDirectory(prefix="train_embed-") as tmp:
         start, added = base, 0  # the model training starts from: the base, or the base with new tokens
-        if hp["add_unknown_chars"]:
+        if hp.add_unknown_chars:
             texts = [t for row in rows for t in [row["query"], *row["pos"], *row["neg"]]]
             extended = Path(tmp) / "base-extended"
-            added = extend_vocabulary(base.local_path(), texts, hp["add_unknown_chars"], hp["seed"], extended,
+            added = extend_vocabulary(base.local_path(), texts, hp.add_unknown_chars, hp.seed, extended,
                                       base.trust_remote_code)
             log.info("vocabulary: %d characters the tokenizer did not know added as tokens", added)
             start = replace(base, model=str(extended), revision=None)
         train_files, groups = [train_file], [rows]
-        if hp["length_buckets"] > 1:
+        if hp.length_buckets > 1:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(start.local_path(), trust_remote_code=base.trust_remote_code)
-            groups = length_buckets(rows, tokenizer, hp["length_buckets"], hp["passage_max_len"])
+            groups = length_buckets(rows, tokenizer, hp.length_buckets, hp.passage_max_len)
             if len(groups[-1]) < batch:
                 raise ValueError(f"train_embed.length_buckets={len(groups)} leaves buckets of {len(groups[-1])} rows, "
                                  f"fewer than one batch of {batch}: use fewer buckets")
@@ -233,7 +234,7 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
             for path, bucket in zip(train_files, groups):
                 write_jsonl(path, bucket)
         # a soup trains one run per seed (seed, seed + 1, ...)
-        seeds = [hp["seed"] + i for i in range(hp["soup_size"])]
+        seeds = [hp.seed + i for i in range(hp.soup_size)]
         run_dirs = [checkpoint_dir / f"seed-{seed}" for seed in seeds]
         states = []
         for seed, run_dir in zip(seeds, run_dirs):
@@ -242,12 +243,13 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
                 states.append(json.loads(done.read_text()))
                 log.info("run %d of %d (seed %d) finished earlier: kept", len(states), len(seeds), seed)
                 continue
-            model_args, data_args, training_args = flag_arguments(start, {**hp, "seed": seed}, train_files, str(run_dir))
+            model_args, data_args, training_args = flag_arguments(start, hp.model_copy(update={"seed": seed}), train_files,
+                                                                  str(run_dir))
             training_args.resume_from_checkpoint = last_checkpoint(run_dir)
             runner = EncoderOnlyEmbedderRunner(model_args=model_args, data_args=data_args, training_args=training_args)
             resume_encoder_weights(runner.trainer)
             log.info("training on %d rows (%d file(s)) for %s epoch(s), seed %d (run %d of %d)%s",
-                     len(rows), len(train_files), hp["epochs"], seed, len(states) + 1, len(seeds),
+                     len(rows), len(train_files), hp.epochs, seed, len(states) + 1, len(seeds),
                      f", resuming from {training_args.resume_from_checkpoint}" if training_args.resume_from_checkpoint else "")
             # one curve: each run's steps follow the previous run's
             runner.trainer.add_callback(live_callback(live_dir, resume=bool(states) or resume,
@@ -256,11 +258,11 @@ def train_embedder(base: EmbedderConfig, hp: dict[str, Any], train_file: str, ou
             state = {"global_step": runner.trainer.state.global_step, "log_history": runner.trainer.state.log_history}
             done.write_text(json.dumps(state))
             states.append(state)
-        if len(run_dirs) > 1 or hp["merge_base_share"]:
-            merge_weights(work_dir, run_dirs, start.local_path(), hp["merge_base_share"], base.trust_remote_code)
+        if len(run_dirs) > 1 or hp.merge_base_share:
+            merge_weights(work_dir, run_dirs, start.local_path(), hp.merge_base_share, base.trust_remote_code)
         else:
             shutil.copytree(run_dirs[0], work_dir, ignore=shutil.ignore_patterns("checkpoint-*", "done.json"))
-        write_sentence_transformers_config(work_dir, base.pooling, hp["passage_max_len"], base.query_instruction)
+        write_sentence_transformers_config(work_dir, base.pooling, hp.passage_max_len, base.query_instruction)
         check_same_tokenizer(work_dir, start.local_path(), base.trust_remote_code)
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(work_dir, output_dir)

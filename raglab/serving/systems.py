@@ -17,6 +17,8 @@ from pathlib import Path
 
 from raglab.core.formats import folder_fingerprint
 from raglab.models.base import MANIFEST, base_folder_info
+from raglab.params.schema import Params
+from raglab.params.serving import External, Serving
 from raglab.serving.cache import ResponseCache
 from raglab.serving.client import chat_many, raise_failures
 from raglab.serving.types import Endpoint, Request, Sampling
@@ -25,7 +27,7 @@ from raglab.serving.vllm import ADAPTER_MODES, BASE_NAME, SFT_NAME, VLLMServer, 
 TEACHER = "teacher"  # a system name: distill_cot's teacher, asked as during distillation
 
 def local_endpoints(systems: list[str], base_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None,
-                    serving: dict, *, trust_remote_code: bool, log_dir: str | os.PathLike):
+                    serving: Serving, *, trust_remote_code: bool, log_dir: str | os.PathLike):
     """Yield ``(system, Endpoint)`` for the local systems ``base`` (the base model) and ``sft`` (base + the
     LoRA adapter), each while its server runs; every server is stopped before this returns.
 
@@ -33,7 +35,7 @@ def local_endpoints(systems: list[str], base_dir: str | os.PathLike, adapter_dir
     ``merged`` serves the base, then a peft-merged copy of base + adapter (the CPU way)."""
     if unknown := [s for s in systems if s not in (BASE_NAME, SFT_NAME)]:
         raise ValueError(f"unknown local systems {unknown} (known: {BASE_NAME}, {SFT_NAME})")
-    mode = serving["adapter"]
+    mode = serving.adapter
     if mode not in ADAPTER_MODES:
         raise ValueError(f"serving.adapter must be one of {ADAPTER_MODES}, got {mode!r}")
     log_dir = Path(log_dir)
@@ -60,34 +62,35 @@ def local_endpoints(systems: list[str], base_dir: str | os.PathLike, adapter_dir
                     yield system, Endpoint(server.base_url, SFT_NAME)
 
 
-def systems_to_ask(params: dict, part: dict, base_dir: str, adapter_dir: str, log_dir: Path):
-    """(name, endpoint, cache identity) for the local systems (servers running while used), then external ones."""
-    llm, serving = params["llm"], params["serving"]
-    local = [s for s in part["systems"] if s != TEACHER]
+def systems_to_ask(params: Params, systems: list[str], external: list[External], base_dir: str, adapter_dir: str,
+                   log_dir: Path):
+    """(name, endpoint, cache identity) for the local ``systems`` (servers running while used; the teacher is not
+    one of them), then the ``external`` ones."""
+    llm, serving = params.llm, params.serving
+    local = [s for s in systems if s != TEACHER]
     weights = {"base": folder_fingerprint(base_dir, skip=(MANIFEST,))}
     if SFT_NAME in local:
         weights["sft"] = folder_fingerprint(adapter_dir)
     for system, endpoint in local_endpoints(local, base_dir, adapter_dir, serving,
-                                            trust_remote_code=llm["trust_remote_code"], log_dir=log_dir):
+                                            trust_remote_code=llm.trust_remote_code, log_dir=log_dir):
         # what answers: the weights (base, and the adapter for sft) and how they are served, not a port
         identity = json.dumps([system, weights["base"], weights.get(system if system == SFT_NAME else "", ""),
-                               serving["adapter"], serving["dtype"]])
+                               serving.adapter, serving.dtype])
         yield system, endpoint, identity
-    for ext in part["external"]:
-        endpoint = Endpoint(ext["base_url"], ext["model"], ext.get("api_key_env"))
-        yield ext["name"], endpoint, f"{ext['base_url']}|{ext['model']}"
+    for ext in external:
+        yield ext.name, Endpoint(ext.base_url, ext.model, ext.api_key_env), f"{ext.base_url}|{ext.model}"
 
 
-def ask(endpoint: Endpoint, messages: list[list[dict]], sampling: Sampling, serving: dict, cache: ResponseCache,
+def ask(endpoint: Endpoint, messages: list[list[dict]], sampling: Sampling, serving: Serving, cache: ResponseCache,
         identity: str, desc: str):
-    replies = chat_many(endpoint, [Request(m) for m in messages], sampling, concurrency=serving["concurrency"],
-                        timeout_s=serving["timeout_s"], max_retries=serving["max_retries"], cache=cache,
+    replies = chat_many(endpoint, [Request(m) for m in messages], sampling, concurrency=serving.concurrency,
+                        timeout_s=serving.timeout_s, max_retries=serving.max_retries, cache=cache,
                         identity=identity, desc=desc)
     raise_failures(replies, endpoint)
     return replies
 
 @contextlib.contextmanager
-def served_endpoint(name: str, model_dir: str | os.PathLike, serving: dict, trust_remote_code: bool,
+def served_endpoint(name: str, model_dir: str | os.PathLike, serving: Serving, trust_remote_code: bool,
                     log_dir: str | os.PathLike) -> Iterator[tuple[ServedEndpoint, str]]:
     """``(endpoint, identity)`` of ``model_dir`` served as ``name`` (the teacher, a judge): the server starts on
     the first request the response cache cannot answer and stops when the block ends; the identity names the
@@ -102,10 +105,10 @@ def served_endpoint(name: str, model_dir: str | os.PathLike, serving: dict, trus
         endpoint.stop()
 
 
-def served_identity(name: str, model_dir: str | os.PathLike, serving: dict) -> str:
+def served_identity(name: str, model_dir: str | os.PathLike, serving: Serving) -> str:
     """The cache identity of ``model_dir`` served as ``name``: its weights and the dtype asked for (``auto`` stays
     ``auto``, so replies are shared between machines that resolve it differently)."""
-    return json.dumps([name, weights_identity(model_dir), serving["dtype"]])
+    return json.dumps([name, weights_identity(model_dir), serving.dtype])
 
 
 def weights_identity(model_dir: str | os.PathLike) -> str:

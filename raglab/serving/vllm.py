@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raglab.core.machine import resolve_precision
+from raglab.params.serving import Serving
 
 log = logging.getLogger("raglab")
 
@@ -217,18 +218,18 @@ SFT_NAME = "sft"
 ADAPTER_MODES = ("lora", "merged")
 
 
-def server_for(model_dir: str | os.PathLike, serving: dict, *, trust_remote_code: bool, log_file: str | os.PathLike,
+def server_for(model_dir: str | os.PathLike, serving: Serving, *, trust_remote_code: bool, log_file: str | os.PathLike,
                served_name: str = BASE_NAME, lora_modules: dict[str, str] | None = None) -> VLLMServer:
     """A VLLMServer configured from the ``serving`` parameter group."""
     lora_modules = lora_modules or {}
     return VLLMServer(
         str(model_dir), served_name=served_name, lora_modules=lora_modules,
         max_lora_rank=max([adapter_rank(d) for d in lora_modules.values()], default=8),
-        trust_remote_code=trust_remote_code, dtype=serving["dtype"], cpu_reserved_cores=serving["cpu_reserved_cores"],
-        tensor_parallel_size=serving["tensor_parallel_size"], gpu_memory_utilization=serving["gpu_memory_utilization"],
-        max_model_len=serving["max_model_len"], cpu_kv_cache_gib=serving["cpu_kv_cache_gib"],
-        max_num_batched_tokens=serving["max_num_batched_tokens"], chunked_prefill=serving["chunked_prefill"],
-        startup_timeout_s=serving["startup_timeout_s"], log_file=log_file,
+        trust_remote_code=trust_remote_code, dtype=serving.dtype, cpu_reserved_cores=serving.cpu_reserved_cores,
+        tensor_parallel_size=serving.tensor_parallel_size, gpu_memory_utilization=serving.gpu_memory_utilization,
+        max_model_len=serving.max_model_len, cpu_kv_cache_gib=serving.cpu_kv_cache_gib,
+        max_num_batched_tokens=serving.max_num_batched_tokens, chunked_prefill=serving.chunked_prefill,
+        startup_timeout_s=serving.startup_timeout_s, log_file=log_file,
     )
 
 
