@@ -62,7 +62,7 @@ def main(params_file: str, out_dir: str) -> None:
             data.negatives, stats = mine_hard_negatives(
                 train, embedder, p.num_negatives, p.hard_negative_ranks, p.seed, p.hard_negative_max_ratio
             )
-            report.extra.hard_negatives = stats
+            report.extra["hard_negatives"] = stats
         else:
             raise click.BadParameter(f"negatives must be 'random' or 'hard', got {p.negatives!r}")
 

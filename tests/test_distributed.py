@@ -52,3 +52,32 @@ def test_two_processes_train_like_one_with_twice_the_accumulation(tmp_path, tiny
     assert one["steps"] == two["steps"] == 8  # the same global batch: 8 records, 4 a step, 4 epochs
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.02)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=0.02)
+
+
+def test_train_embed_runs_in_two_processes_and_the_first_writes_the_model(tmp_path, minilm_dir, params):
+    """train_embed with ``num_processes: 2``: both processes train (the global batch of one process with twice the
+    accumulation), the first clears checkpoints and writes the model while the other waits.
+
+    Unlike train_llm, the two runs do not land on the same weights here: FlagEmbedding draws the rows of each
+    process's batches in its own order, so the 8-row check differs from one process by about one update."""
+    from raglab.params.loader import merge
+
+    topics = ["revenue", "debt", "cash", "margin", "tax", "leases", "goodwill", "dividends"]
+    write_jsonl(tmp_path / "train.jsonl", [
+        {"query": f"What about {t}?", "pos": [f"The company reported {t} for the year."],
+         "neg": [f"The company reported {topics[i - 1]} for the year."]} for i, t in enumerate(topics)])
+    changes = {"embedder": {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None},
+               "train_embed": {"epochs": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "train_group_size": 2,
+                               "query_max_len": 16, "passage_max_len": 16, "mixed_precision": "fp32",
+                               "length_buckets": 1, "merge_base_share": 0.0, "logging_steps": 1, "warmup_steps": 0,
+                               "num_processes": 2}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(merge(params, changes), allow_unicode=True), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.train_embed", "--params", str(params_file), "--train", str(tmp_path / "train.jsonl"),
+         "--out", str(tmp_path / "model"), "--live", str(tmp_path / "live"), "--metrics", str(tmp_path / "m.json"),
+         "--checkpoints", str(tmp_path / "ckpt")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "m.json").read_text())["steps"] == 4  # 8 rows, 2 per process, 2 epochs
+    assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "modules.json").is_file()
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "model.partial").exists()

@@ -116,3 +116,35 @@ def distributed_launcher(num_processes: int) -> list[str]:
     ``torch.distributed.run`` (torchrun), which the Trainer follows (NCCL on GPUs, gloo on CPUs; ``accelerate
     launch`` on a CPU-only machine runs one process whatever it is told). Rendezvous on 127.0.0.1, a free port."""
     return ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes)]
+
+
+class DataParallel:
+    """This process among ``torchrun``'s (``RANK``, ``WORLD_SIZE``): the process group is started here (gloo on a
+    CPU, NCCL on GPUs) when there are several, so that work around the Trainer (clearing and resuming checkpoints,
+    writing the model) is done by the first process while the others ``wait``. One process: nothing to wait for."""
+
+    def __init__(self):
+        self.rank, self.size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        self.first = self.rank == 0
+        if self.size > 1:
+            import torch
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    def wait(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def share(self, value):
+        """The first process's ``value``, in every process."""
+        if self.size == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]

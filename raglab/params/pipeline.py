@@ -174,6 +174,7 @@ class TrainEmbed(Trainer):
     soup_size: int = PositiveInt()
     add_unknown_chars: int = Field(ge=0)
     save_steps: int = PositiveInt()
+    num_processes: int = PositiveInt()
 
 
 class Mixture(Group):

@@ -21,6 +21,7 @@ from typing import Any
 from raglab.core.formats import DataError, read_jsonl, write_jsonl
 from raglab.core.report import last_logged
 from raglab.models.trainer import (
+    DataParallel,
     checkpoint_to_resume,
     last_checkpoint,
     live_callback,
@@ -205,8 +206,12 @@ def train_embedder(base: EmbedderConfig, hp: TrainEmbed, train_file: str, output
 
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     work_dir = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
-    resume = checkpoint_to_resume(checkpoint_dir, run_fingerprint(hp.model_dump(), asdict(base), [train_file]), "seed-*")
+    procs = DataParallel()  # one of num_processes processes (torchrun), or the only one
+    if procs.first:
+        shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
+        resume = checkpoint_to_resume(checkpoint_dir, run_fingerprint(hp.model_dump(), asdict(base), [train_file]),
+                                      "seed-*")
+    resume = procs.share(resume if procs.first else None)  # every process resumes, or none
     if not isinstance(hp.soup_size, int) or hp.soup_size < 1:
         raise ValueError(f"train_embed.soup_size must be an integer >= 1, got {hp.soup_size!r}")
     rows = read_jsonl(train_file)
@@ -256,8 +261,23 @@ def train_embedder(base: EmbedderConfig, hp: TrainEmbed, train_file: str, output
                                                       step_offset=sum(s["global_step"] for s in states)))
             runner.run()
             state = {"global_step": runner.trainer.state.global_step, "log_history": runner.trainer.state.log_history}
-            done.write_text(json.dumps(state))
+            if procs.first:
+                done.write_text(json.dumps(state))
+            procs.wait()
             states.append(state)
+        summary = {
+            "train_rows": len(rows),
+            "added_tokens": added,
+            # batches are full (drop-last) in each file: these rows sit out each epoch, others the next
+            "rows_outside_full_batches_per_epoch": sum(len(g) % batch for g in groups),
+            # over all runs of a soup; the loss is their mean
+            "steps": sum(s["global_step"] for s in states),
+            "train_loss": sum(last_logged(s["log_history"], "train_loss") for s in states) / len(states),
+            "train_runtime_s": sum(last_logged(s["log_history"], "train_runtime") for s in states),
+        }
+        if not procs.first:  # the model is the first process's to write
+            procs.wait()
+            return summary
         if len(run_dirs) > 1 or hp.merge_base_share:
             merge_weights(work_dir, run_dirs, start.local_path(), hp.merge_base_share, base.trust_remote_code)
         else:
@@ -267,13 +287,5 @@ def train_embedder(base: EmbedderConfig, hp: TrainEmbed, train_file: str, output
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(work_dir, output_dir)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
-    return {
-        "train_rows": len(rows),
-        "added_tokens": added,
-        # batches are full (drop-last) in each file: these rows sit out each epoch, others the next
-        "rows_outside_full_batches_per_epoch": sum(len(g) % batch for g in groups),
-        # over all runs of a soup; the loss is their mean
-        "steps": sum(s["global_step"] for s in states),
-        "train_loss": sum(last_logged(s["log_history"], "train_loss") for s in states) / len(states),
-        "train_runtime_s": sum(last_logged(s["log_history"], "train_runtime") for s in states),
-    }
+    procs.wait()
+    return summary
