@@ -8,6 +8,7 @@ from pathlib import Path
 
 log = logging.getLogger("raglab")
 
+
 @dataclass
 class Shown:
     """What the chat page showed for one question."""

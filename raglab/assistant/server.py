@@ -13,6 +13,7 @@ from raglab.assistant.system import Assistant
 
 log = logging.getLogger("raglab")
 
+
 def _text(content: Any) -> str:
     if isinstance(content, list):  # OpenAI content parts
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))

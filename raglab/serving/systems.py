@@ -26,6 +26,7 @@ from raglab.serving.vllm import ADAPTER_MODES, BASE_NAME, SFT_NAME, VLLMServer, 
 
 TEACHER = "teacher"  # a system name: distill_cot's teacher, asked as during distillation
 
+
 def local_endpoints(systems: list[str], base_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None,
                     serving: Serving, *, trust_remote_code: bool, log_dir: str | os.PathLike):
     """Yield ``(system, Endpoint)`` for the local systems ``base`` (the base model) and ``sft`` (base + the
@@ -89,6 +90,7 @@ def ask(endpoint: Endpoint, messages: list[list[dict]], sampling: Sampling, serv
     raise_failures(replies, endpoint)
     return replies
 
+
 @contextlib.contextmanager
 def served_endpoint(name: str, model_dir: str | os.PathLike, serving: Serving, trust_remote_code: bool,
                     log_dir: str | os.PathLike) -> Iterator[tuple[ServedEndpoint, str]]:
@@ -121,6 +123,7 @@ def weights_identity(model_dir: str | os.PathLike) -> str:
     if manifest.get("kind") == "hub" and manifest.get("revision"):
         return f"hub:{manifest['model']}@{manifest['revision']}"
     return folder_fingerprint(model_dir, skip=(MANIFEST,))
+
 
 class ServedEndpoint:
     """An ``Endpoint`` (same attributes) whose server starts when a request first needs its URL: a run
