@@ -8,7 +8,6 @@ import click
 
 from raglab.core.errors import run
 from raglab.core.formats import write_jsonl
-from raglab.core.prompts import check_template
 from raglab.core.report import StageReport
 from raglab.core.sampling import sample
 from raglab.data.sources import read_downloaded
@@ -24,7 +23,6 @@ from raglab.rag.kb import unique_passages, write_kb
 def main(params_file: str, source_dir: str, out_dir: str) -> None:
     params = load_params(params_file)
     p, prompt = params.build_sft, params.prompt
-    check_template(prompt.template)
     out = Path(out_dir)
     with StageReport("build_sft", out / "report.json") as report:
         def load(split):

@@ -16,7 +16,7 @@ from raglab.params.schema import Params
 from raglab.serving.cache import response_cache
 from raglab.serving.client import Sampling
 from raglab.serving.systems import TEACHER, ask, systems_to_ask
-from raglab.serving.vllm import SFT_NAME
+from raglab.serving.vllm import BASE_NAME, SFT_NAME
 
 
 def run_math(params: Params, distill_dir: Path, base_dir: str, adapter: str, teacher_dir: str, out: Path,
@@ -41,7 +41,7 @@ def run_math(params: Params, distill_dir: Path, base_dir: str, adapter: str, tea
     prefixed = [q + [{"role": "assistant", "content": m.think_prefix}] for q in questions]
     plain = Sampling(m.max_tokens, m.temperature)
     for system, endpoint, identity in systems_to_ask(params, m.systems, m.external, base_dir, adapter, out):
-        local = system in ("base", SFT_NAME)
+        local = system in (BASE_NAME, SFT_NAME)
         replies = ask(endpoint, prefixed if local else questions, student if local else plain, serving, cache,
                       identity, system)
         if local:  # the prefix is part of the answer
@@ -50,8 +50,7 @@ def run_math(params: Params, distill_dir: Path, base_dir: str, adapter: str, tea
         save(system, replies)
     if TEACHER in m.systems:
         with teacher_endpoint(d.teacher, teacher_dir, serving, out) as (endpoint, identity):
-            save(TEACHER, ask(endpoint, questions, Sampling(m.max_tokens, m.temperature), serving, cache,
-                              identity, TEACHER))
+            save(TEACHER, ask(endpoint, questions, plain, serving, cache, identity, TEACHER))
 
 
 @click.command()

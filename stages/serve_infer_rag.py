@@ -59,10 +59,9 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
         report.add_read(f"{split} knowledge base ({kb_path})", len(splits[split][1]))
 
     # the system over each split's knowledge base (each embedder loaded once); every retriever ranks to rank_depth
-    ranked, systems = {}, {}
+    ranked, systems, shared = {}, {}, None
     for split, (rows, kb) in splits.items():
-        systems[split] = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, shared=next(
-            iter(systems.values()), None))
+        systems[split] = shared = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, shared=shared)
         position = {text: i for i, text in enumerate(kb)}
         questions = [row["question"] for row in rows]
         for name in rag.retrievers:
@@ -98,8 +97,8 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
                                     "train": {k: len(v) for k, v in train_q.items()}})
         save_routes(model.route(held_out))
     elif router.endpoint is not None:
-        ep = router.endpoint
-        llm_route(Endpoint(ep.base_url, ep.model, ep.api_key_env), f"{ep.base_url}|{ep.model}")
+        endpoint = Endpoint(router.endpoint.base_url, router.endpoint.model, router.endpoint.api_key_env)
+        llm_route(endpoint, endpoint.identity)
 
     # generation: every generator answers (a seeded sample of) the questions from each retriever's top_k passages
     answered = {split: sample(range(len(rows)), rag.max_answers, rag.seed) for split, (rows, _) in splits.items()}

@@ -1,15 +1,12 @@
 """Stage `train_embed`: contrastive fine-tuning of the embedding model (FlagEmbedding trainer). With
 `train_embed.num_processes` > 1 the same script re-launches itself under torchrun (data-parallel processes)."""
 
-import os
-import sys
-
 import click
 
 from raglab.core.errors import run
 from raglab.core.formats import write_json
 from raglab.core.report import StageReport
-from raglab.models.trainer import distributed_launcher
+from raglab.models.trainer import relaunch_distributed
 from raglab.params.loader import load_params
 from raglab.retriever.search import EmbedderConfig
 from raglab.retriever.train import train_embedder
@@ -26,9 +23,7 @@ from raglab.retriever.train import train_embedder
 def main(params_file: str, train_file: str, out_dir: str, live_dir: str, metrics_file: str, checkpoint_dir: str) -> None:
     params = load_params(params_file)
     hp = params.train_embed
-    if hp.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        os.execv(sys.executable, [sys.executable, *distributed_launcher(hp.num_processes), "-m", "stages.train_embed",
-                                  *sys.argv[1:]])
+    relaunch_distributed(hp.num_processes, "stages.train_embed")
     with StageReport("train_embed") as report:
         summary = train_embedder(EmbedderConfig.of(params.embedder), hp, train_file, out_dir, live_dir, checkpoint_dir)
         report.add_read(train_file, summary["train_rows"])

@@ -8,9 +8,7 @@ error. With `train_llm.num_processes` > 1 the same script re-launches itself und
 (`torch.distributed.run`: one process per GPU, or data-parallel processes on a CPU with gloo).
 """
 
-import os
 import random
-import sys
 
 import click
 
@@ -18,7 +16,7 @@ from raglab.core.errors import run
 from raglab.core.formats import folder_fingerprint, read_jsonl, write_json
 from raglab.core.report import StageReport
 from raglab.generator.train import conversation, fit_cutoff, load_tokenizer, train_lora
-from raglab.models.trainer import distributed_launcher, run_fingerprint
+from raglab.models.trainer import relaunch_distributed, run_fingerprint
 from raglab.params.loader import load_params
 
 
@@ -60,9 +58,7 @@ def mixture(sources: dict[str, str], caps: dict[str, int | None], seed: int, rep
 def main(params_file, base_dir, sources, val_file, out_dir, checkpoint_dir, live_dir, metrics_file) -> None:
     params = load_params(params_file)
     hp, llm = params.train_llm, params.llm
-    if hp.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        os.execv(sys.executable, [sys.executable, *distributed_launcher(hp.num_processes), "-m", "stages.train_llm",
-                                  *sys.argv[1:]])
+    relaunch_distributed(hp.num_processes, "stages.train_llm")
     source_files = dict(s.split("=", 1) for s in sources)
     base = {"model": base_dir, "revision": None, "trust_remote_code": llm.trust_remote_code}
 

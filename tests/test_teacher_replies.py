@@ -23,8 +23,7 @@ def filled_cache(path, identity: str, n: int, other: str = "other-system") -> Re
     for i in range(n):
         for who in (identity, other):
             request = Request([{"role": "user", "content": f"问题 {i}: what is {i} + {i}?"}], sample=i % 3, seed=7 + i)
-            cache.put(cache.key(who, request, sampling), Reply(content=f"\\boxed{{{2 * i}}}", reasoning="想一想",
-                                                               completion_tokens=i),
+            cache.put(Reply(content=f"\\boxed{{{2 * i}}}", reasoning="想一想", completion_tokens=i),
                       cache.request_fields(who, request, sampling))
     return cache
 

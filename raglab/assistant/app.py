@@ -60,11 +60,3 @@ def main(params_file: str | None, rev: str | None, host: str | None, port: int |
                 click.echo(f"Q: {question}\n" + "\n".join(f"  | {m}" for m in seen.messages))
         if png:
             click.echo(f"wrote {png}")
-
-
-if __name__ == "__main__":
-    from raglab.core.errors import run
-    from raglab.core.report import setup_logging
-
-    setup_logging()
-    run(main)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from raglab.assistant.system import Assistant
-
-log = logging.getLogger("raglab")
 
 
 def _text(content: Any) -> str:

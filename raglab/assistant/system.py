@@ -58,10 +58,9 @@ class Assistant:
             raise click.ClickException("the embedding router is trained by serve_infer_rag: run the pipeline "
                                        "(or make demo and --rev demo), or set rag.router.kind llm")
         self.system = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, router_dir=router_dir)
-        self.retrievers = self.system.retrievers
-        if retriever not in self.retrievers.available():
+        if retriever not in self.system.retrievers.available():
             raise click.ClickException(f"assistant.retriever {retriever!r} needs a trained embedder "
-                                       f"(available: {self.retrievers.available()})")
+                                       f"(available: {self.system.retrievers.available()})")
         self.retriever = retriever
         self.client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key(),
                              timeout=params.serving.timeout_s, max_retries=params.serving.max_retries)
@@ -93,7 +92,7 @@ class Assistant:
             return Reply(answer, route, [], timings)
         started = time.perf_counter()
         (ranking,) = self.system.rank(self.retriever, [question])
-        passages = [{"text": self.retrievers.kb[j], "score": round(score, 4)} for j, score in ranking]
+        passages = [{"text": self.system.retrievers.kb[j], "score": round(score, 4)} for j, score in ranking]
         timings["retrieval_s"] = time.perf_counter() - started
         started = time.perf_counter()
         answer = self.chat(self.system.generator_chat(question, [p["text"] for p in passages]), self.rag.max_tokens)
@@ -127,7 +126,7 @@ def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitSta
     if retriever != a.retriever:
         log.warning("assistant: no trained embedder (%s): retrieving with bm25", PATHS["embedder"])
     assistant = Assistant(params, read_kb(found["kb"]), tuned, found.get("router"), endpoint, retriever)
-    log.info("assistant: %d passages, retriever %s, generator %s (%s), router %s", len(assistant.retrievers.kb),
+    log.info("assistant: %d passages, retriever %s, generator %s (%s), router %s", len(assistant.system.retrievers.kb),
              retriever, generator, SFT_NAME if generator == SFT_NAME else "base weights",
              params.rag.router.kind)
     return assistant, params

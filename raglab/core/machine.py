@@ -35,9 +35,14 @@ def cpu_flags(cpuinfo: str | os.PathLike = CPUINFO) -> set[str]:
     return set()
 
 
+def bf16_flags(cpuinfo: str | os.PathLike = CPUINFO) -> list[str]:
+    """The CPU's flags that compute bfloat16 natively (AMX, AVX512-BF16), sorted."""
+    return sorted(cpu_flags(cpuinfo) & set(BF16_FLAGS))
+
+
 def fast_bf16(cpuinfo: str | os.PathLike = CPUINFO) -> bool:
     """Whether the CPU computes bfloat16 natively (AMX or AVX512-BF16)."""
-    return bool(cpu_flags(cpuinfo) & set(BF16_FLAGS))
+    return bool(bf16_flags(cpuinfo))
 
 
 def resolve_precision(requested: str, what: str, *, gpu: bool, cpuinfo: str | os.PathLike = CPUINFO) -> str:
@@ -48,7 +53,7 @@ def resolve_precision(requested: str, what: str, *, gpu: bool, cpuinfo: str | os
     if gpu:
         choice, why = "bf16", "a GPU"
     else:
-        flags = sorted(cpu_flags(cpuinfo) & set(BF16_FLAGS))
+        flags = bf16_flags(cpuinfo)
         choice, why = ("bf16", f"CPU flags {', '.join(flags)}") if flags else (
             "fp32", f"no {' / '.join(BF16_FLAGS)} among the CPU flags")
     log.info("%s: auto precision is %s (%s)", what, choice, why)

@@ -43,7 +43,7 @@ def judge_endpoint(judge: Judge, judge_model: str | None, serving: Serving, log_
     """``(endpoint, identity)`` of the judge; a served judge starts on its first uncached request."""
     if judge.kind == "endpoint":
         endpoint = Endpoint(judge.base_url, judge.model, judge.api_key_env)
-        yield endpoint, f"judge|{judge.base_url}|{judge.model}"
+        yield endpoint, f"judge|{endpoint.identity}"
         return
     if judge_model is None or not Path(judge_model).is_dir():
         raise ValueError(f"score.rag.judge.kind served needs the base LLM folder (--judge-model), got {judge_model}")

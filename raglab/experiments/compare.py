@@ -25,6 +25,7 @@ import click
 import numpy as np
 
 from raglab.experiments.dvc import run_dvc
+from raglab.experiments.records import RECORDS, SCORES
 
 HEADLINE = ("em", "cosine", "origin", "context_recall", "context_relevance")
 PERCENT_METRICS = {"em", "cosine", "origin", "context_recall", "context_relevance", "accuracy"}
@@ -66,8 +67,7 @@ def paired_bootstrap(old: np.ndarray, new: np.ndarray, n_resamples: int = 2000, 
 # --- per-query scores of one revision: {(run, track, split, system): {query key: {metric: value}}} ---
 
 Scores = dict[tuple[str, str, str, str], dict[str, dict[str, float]]]
-PIPELINE = "data/score"   # the pipeline's own per-query scores (DVC outputs of score)
-RECORDS = "results"       # recorded runs: results/NAME/score/... (committed)
+PIPELINE = SCORES  # the pipeline's own per-query scores; recorded runs' are in RECORDS/NAME/score/...
 
 
 def _jsonl(text: str) -> list[dict]:

@@ -28,9 +28,8 @@ def teacher_endpoint(spec: Teacher, teacher_dir: str | os.PathLike, serving: Ser
                      log_dir: str | os.PathLike) -> Iterator[tuple[Endpoint | ServedEndpoint, str]]:
     """``(endpoint, identity)`` of the teacher; a served teacher runs until the block ends."""
     if spec.endpoint:
-        ep = spec.endpoint
-        yield Endpoint(ep.base_url, spec.model, ep.api_key_env), teacher_identity(spec, teacher_dir,
-                                                                                               serving)
+        endpoint = Endpoint(spec.endpoint.base_url, spec.model, spec.endpoint.api_key_env)
+        yield endpoint, endpoint.identity
         return
     with served_endpoint("teacher", teacher_dir, serving, spec.trust_remote_code, log_dir) as served:
         yield served
@@ -39,7 +38,7 @@ def teacher_endpoint(spec: Teacher, teacher_dir: str | os.PathLike, serving: Ser
 def teacher_identity(spec: Teacher, teacher_dir: str | os.PathLike, serving: Serving) -> str:
     """The teacher's cache identity: the API's URL and model, or the served weights."""
     if spec.endpoint:
-        return f"{spec.endpoint.base_url}|{spec.model}"
+        return Endpoint(spec.endpoint.base_url, spec.model).identity
     return served_identity("teacher", teacher_dir, serving)
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,14 @@ def training_precision(requested: str, what: str) -> str:
     return resolve_precision(requested, what, gpu=gpu)
 
 
-def distributed_launcher(num_processes: int) -> list[str]:
-    """``python`` arguments that run a module in ``num_processes`` data-parallel processes on this machine:
-    ``torch.distributed.run`` (torchrun), which the Trainer follows (NCCL on GPUs, gloo on CPUs; ``accelerate
-    launch`` on a CPU-only machine runs one process whatever it is told). Rendezvous on 127.0.0.1, a free port."""
-    return ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes)]
+def relaunch_distributed(num_processes: int, module: str) -> None:
+    """Run stage ``module`` again, with the same arguments, in ``num_processes`` data-parallel processes on this
+    machine, unless it is one already or one is asked for: ``torch.distributed.run`` (torchrun), which the
+    Trainer follows (NCCL on GPUs, gloo on CPUs; ``accelerate launch`` on a CPU-only machine runs one process
+    whatever it is told). Rendezvous on 127.0.0.1, a free port. Replaces this process."""
+    if num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                  str(num_processes), "-m", module, *sys.argv[1:]])
 
 
 class DataParallel:

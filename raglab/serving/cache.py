@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from raglab.core.formats import atomic_path
 from raglab.core.machine import cache_dir
 from raglab.serving.types import Endpoint, Reply, Request, Sampling
 
@@ -73,15 +74,19 @@ class ResponseCache:
             row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
         return Reply(**{**json.loads(row[0]), "cached": True}) if row else None
 
-    def put(self, key: str, reply: Reply, fields: dict[str, Any] | None = None) -> None:
-        """Store a successful reply under ``key``; ``fields`` (``request_fields``) says what was asked."""
+    @classmethod
+    def _row(cls, reply: Reply, fields: dict[str, Any]) -> tuple[str, str, str, str]:
+        """The ``replies`` row of a reply to what ``fields`` (``request_fields``) asked, keyed by it."""
+        return (cls.key_of(fields), json.dumps({**asdict(reply), "cached": False}, ensure_ascii=False),
+                fields["identity"], json.dumps(fields, sort_keys=True, ensure_ascii=False))
+
+    def put(self, reply: Reply, fields: dict[str, Any]) -> None:
+        """Store a successful reply to what ``fields`` (``request_fields``) asked, under its key."""
         if not reply.ok:
             return
-        data = json.dumps({**asdict(reply), "cached": False}, ensure_ascii=False)
-        request = json.dumps(fields, sort_keys=True, ensure_ascii=False) if fields else None
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO replies (key, reply, identity, request) VALUES (?, ?, ?, ?)",
-                             (key, data, fields["identity"] if fields else None, request))
+                             self._row(reply, fields))
             self._db.commit()
 
     def entries(self, identity: str) -> list[dict[str, Any]]:
@@ -111,8 +116,7 @@ class ResponseCache:
                 continue
             if not reply.ok:
                 raise ValueError(f"{source}: entry {n}: a failed request ({reply.error}) is not a reply")
-            rows.append((self.key_of(fields), json.dumps({**asdict(reply), "cached": False}, ensure_ascii=False),
-                         fields["identity"], json.dumps(fields, sort_keys=True, ensure_ascii=False)))
+            rows.append(self._row(reply, fields))
         with self._lock:
             before = self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
             self._db.executemany("INSERT OR IGNORE INTO replies (key, reply, identity, request) VALUES (?, ?, ?, ?)",
@@ -146,8 +150,6 @@ def export_replies(cache: ResponseCache, identity: str, path: str | os.PathLike)
     """Write ``identity``'s replies (with what was asked) to a gzip-compressed JSON Lines file, atomically.
     The file is byte-stable for the same entries (key order, no timestamp in the gzip header)."""
     import gzip
-
-    from raglab.core.formats import atomic_path
 
     entries = cache.entries(identity)
     with atomic_path(path) as tmp, open(tmp, "wb") as raw, \

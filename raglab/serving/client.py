@@ -34,8 +34,9 @@ async def _chat_all(endpoint: Endpoint, requests: list[Request], sampling: Sampl
                     desc: str) -> list[Reply]:
     from openai import APIError, AsyncOpenAI
 
-    keys = [cache.key(identity, r, sampling) for r in requests] if cache is not None else [None] * len(requests)
-    replies: list[Reply | None] = [cache.get(k) for k in keys] if cache is not None else [None] * len(requests)
+    asked = [ResponseCache.request_fields(identity, r, sampling) for r in requests]
+    replies: list[Reply | None] = ([cache.get(ResponseCache.key_of(f)) for f in asked] if cache is not None
+                                   else [None] * len(requests))
     missing = [i for i, r in enumerate(replies) if r is None]
     if not missing:  # everything from the cache: the endpoint is not even touched (a served teacher never starts)
         return replies
@@ -61,7 +62,7 @@ async def _chat_all(endpoint: Endpoint, requests: list[Request], sampling: Sampl
             except (APIError, ValueError, IndexError, AttributeError) as e:  # after the client's own retries
                 reply = Reply(error=f"{type(e).__name__}: {e}")
         if cache is not None:
-            cache.put(keys[i], reply, cache.request_fields(identity, request, sampling))
+            cache.put(reply, asked[i])
         replies[i] = reply
         progress.update()
 
@@ -77,7 +78,7 @@ def chat_many(endpoint: Endpoint, requests: list[Request], sampling: Sampling, *
               timeout_s: float = 600, max_retries: int = 5, cache: ResponseCache | None = None,
               identity: str | None = None, desc: str = "chat") -> list[Reply]:
     """One ``Reply`` per request, in order; failed requests carry ``error`` (never raised, never cached)."""
-    identity = identity or f"{endpoint.base_url}|{endpoint.model}"
+    identity = identity or endpoint.identity
     return asyncio.run(_chat_all(endpoint, requests, sampling, concurrency, timeout_s, max_retries, cache,
                                  identity, desc))
 

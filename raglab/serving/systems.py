@@ -79,7 +79,8 @@ def systems_to_ask(params: Params, systems: list[str], external: list[External],
                                serving.adapter, serving.dtype])
         yield system, endpoint, identity
     for ext in external:
-        yield ext.name, Endpoint(ext.base_url, ext.model, ext.api_key_env), f"{ext.base_url}|{ext.model}"
+        endpoint = Endpoint(ext.base_url, ext.model, ext.api_key_env)
+        yield ext.name, endpoint, endpoint.identity
 
 
 def ask(endpoint: Endpoint, messages: list[list[dict]], sampling: Sampling, serving: Serving, cache: ResponseCache,

@@ -17,6 +17,11 @@ class Endpoint:
     model: str
     api_key_env: str | None = None  # name of the environment variable that holds the key
 
+    @property
+    def identity(self) -> str:
+        """What answers, in cache keys: the API's URL and model (never a key)."""
+        return f"{self.base_url}|{self.model}"
+
     def api_key(self) -> str:
         if not self.api_key_env:
             return "EMPTY"  # local servers ignore the key
