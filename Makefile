@@ -26,7 +26,7 @@ export MIRROR ?= ../shared/datasets
 # runs one as a DVC experiment (ARGS: more dvc exp run arguments, e.g. ARGS='-S train_llm.epochs=2').
 EXPERIMENTS := $(shell sed -n 's/^\([a-z0-9-]*\):.*/\1/p' experiments.yaml)
 
-.PHONY: setup tiny-llm assistant chromium test sweep plots clean-cache $(EXPERIMENTS)
+.PHONY: setup tiny-llm assistant chromium test sweep plots baseline clean-cache $(EXPERIMENTS)
 
 setup: $(STAMP)
 
@@ -63,6 +63,10 @@ CHROMIUM_PACKAGES := chromium fonts-wqy-zenhei
 chromium:
 	dpkg -s $(CHROMIUM_PACKAGES) >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(CHROMIUM_PACKAGES); }
+
+# The baseline in a terminal: recorded runs as rows, headline metrics with n and 95% intervals as columns.
+baseline: setup
+	$(PY) -m raglab.experiments.baseline $(ARGS)
 
 test: setup chromium
 	$(PY) -m pytest

@@ -1,5 +1,5 @@
 """Two retrievers of a recorded RAG run on the same questions: each hit@k and MRR, their difference and its 95%
-paired-bootstrap interval (the one raglab.experiments.compare puts on pull requests), and on how many questions they differ.
+paired-bootstrap interval by passage (the one raglab.experiments.compare puts on pull requests), and on how many questions they differ.
 
     python benchmarks/paired_retrievers.py results/real-cpu-rag bm25 hybrid
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from raglab.experiments.compare import paired_bootstrap
+from raglab.evaluation.intervals import cluster_of, paired_bootstrap
 
 
 @click.command()
@@ -31,7 +31,7 @@ def main(record: Path, first: str, second: str, split: str) -> None:
     for metric in metrics:
         a = np.array([rows[first][i][metric] for i in ids])
         b = np.array([rows[second][i][metric] for i in ids])
-        low, high = paired_bootstrap(a, b)
+        low, high = paired_bootstrap(a, b, [cluster_of(i) for i in ids])  # questions resampled by passage
         click.echo(f"{metric:<8} {a.mean() * 100:>8.2f} {b.mean() * 100:>8.2f} {(b - a).mean() * 100:>+7.2f}  "
                    f"[{low * 100:+.2f}, {high * 100:+.2f}]   {int((a != b).sum())} "
                    f"({int((b > a).sum())} better, {int((b < a).sum())} worse)")

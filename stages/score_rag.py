@@ -1,5 +1,5 @@
 """Stage `score_rag`: the RAG system. Per retriever, hit@k and MRR of the gold passage; per system
-(retriever+generator), EM, cosine, origin score against the passages the generator got (`origin`) and against
+(retriever+generator), EM, em_any, cosine, origin score against the passages the generator got (`origin`) and against
 the gold passage (`origin_gold`), and ragas' answer relevancy and faithfulness when a judge is set
 (`raglab.evaluation.judge`); keyed `split -> system -> metric`, with `routing -> router kind -> accuracy`."""
 
@@ -10,18 +10,18 @@ import click
 from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
+from raglab.evaluation.answers import CosineColumns, answer_scores
 from raglab.evaluation.judge import METRICS as JUDGE_METRICS
 from raglab.evaluation.judge import NOTES as JUDGE_NOTES
 from raglab.evaluation.judge import judge_scores
-from raglab.evaluation.metrics import cosine_scores, exact_match, hit_at, mean_scores, mrr_at, origin_score
+from raglab.evaluation.metrics import hit_at, mean_scores, mrr_at, origin_score
 from raglab.evaluation.stage import score_command
 from raglab.params.schema import Params
 from raglab.rag.routing import routing_accuracy
-from raglab.retriever.search import EmbedderConfig, load_embedder
 
 
 def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageReport, judge_model: str | None) -> dict:
-    """hit@k and MRR per retriever; EM, cosine, origin and the judged metrics per retriever+generator."""
+    """hit@k and MRR per retriever; EM, em_any, cosine, origin and the judged metrics per retriever+generator."""
     p, judge = params.score.rag, params.score.rag.judge
     cosine_embedder = params.score.generation.cosine_embedder  # answers are scored as the generation track's
     metrics = {}
@@ -41,21 +41,18 @@ def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageRep
         systems = {f.stem: read_jsonl(f) for f in sorted(split_dir.glob("*.jsonl"))}
         if not systems:
             continue
-        embedder = load_embedder(EmbedderConfig.of(cosine_embedder))
+        columns = CosineColumns(params.score.generation)
         # the judge sees every system's answers at once (a served judge starts once)
         everything = [r for rows in systems.values() for r in rows]
         judged = iter(judge_scores(judge, judge_model, params.serving, cosine_embedder, everything,
                                    per_query_dir / "judge", report))
         for system, rows in systems.items():
             report.add_read(f"{split}/{system}", len(rows))
-            cosines = cosine_scores(embedder, [r["prediction"] for r in rows], [r["gold"] for r in rows])
             per_question = [
-                {"id": r["id"], "question": r["question"], "gold": r["gold"], "prediction": r["prediction"],
-                 "em": exact_match(r["prediction"], r["gold"]), "cosine": round(c, 5),
-                 "origin": origin_score(r["prediction"], "\n".join(r["passages"])),
-                 "origin_gold": origin_score(r["prediction"], r["gold_passage"]), **next(judged)}
-                for r, c in zip(rows, cosines)]
-            means = mean_scores([{k: q[k] for k in ("em", "cosine", "origin", "origin_gold")} for q in per_question])
+                {**q, "origin_gold": origin_score(r["prediction"], r["gold_passage"]), **next(judged)}
+                for r, q in zip(rows, answer_scores(columns, rows, ["\n".join(r["passages"]) for r in rows]))]
+            means = mean_scores([{k: q[k] for k in ("em", "em_any", *columns.embedders, "origin", "origin_gold")}
+                                 for q in per_question])
             for name in JUDGE_METRICS if judge.kind != "none" else ():
                 values = [q[name] for q in per_question if q[name] is not None]  # a verdict not given is not a 0
                 means[name] = sum(values) / len(values) if values else None

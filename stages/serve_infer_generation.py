@@ -37,7 +37,7 @@ def run_generation(params: Params, sft_dir: Path, base_dir: str, adapter: str, o
                      for r in rows]
             replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{system} {split}")
             results = [{"id": r["id"], "question": r["question"], "context": r["context"], "gold": r["answers"],
-                        "prediction": reply.content} for r, reply in zip(rows, replies)]
+                        "golds": r["golds"], "prediction": reply.content} for r, reply in zip(rows, replies)]
             report.add_wrote(f"{split}/{system}.jsonl", write_jsonl(out / split / f"{system}.jsonl", results))
 
 

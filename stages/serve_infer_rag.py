@@ -113,7 +113,7 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
                 chats = [systems[split].generator_chat(row["question"], ps) for row, ps in zip(rows, passages)]
                 replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{name}+{generator} {split}")
                 results = [{"id": row["id"], "question": row["question"], "gold": row["answers"],
-                            "gold_passage": row["context"], "passages": ps, "prediction": reply.content}
+                            "golds": row["golds"], "gold_passage": row["context"], "passages": ps, "prediction": reply.content}
                            for row, ps, reply in zip(rows, passages, replies)]
                 system = f"{name}+{generator}"
                 report.add_wrote(f"{split}/{system}.jsonl", write_jsonl(out / split / f"{system}.jsonl", results))

@@ -10,6 +10,7 @@ request and the largest number of requests it was handling at once.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -109,3 +110,18 @@ class FakeOpenAI:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def ragas_input(request: dict) -> dict:
+    """The JSON ragas puts after its few-shot examples ("... following input\\ninput: {...}")."""
+    tail = user_text(request).rsplit("following input\ninput: ", 1)[1]
+    return json.JSONDecoder().raw_decode(tail)[0]
+
+
+def schema_title(request: dict) -> str:
+    """Which ragas prompt is asked: the verdict schema's name (instructor's JSON_SCHEMA / JSON modes)."""
+    response_format = request.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return response_format["json_schema"]["name"]
+    system = next((m["content"] for m in request["messages"] if m["role"] == "system"), "")
+    return (re.findall(r'"title": "(\w+Output)"', system) or [""])[-1]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raglab.experiments.compare import compare, paired_bootstrap, per_query_scores, report, revision_reader
+from raglab.evaluation.intervals import bootstrap_means, cluster_of, mean_interval, paired_bootstrap
+from raglab.experiments.compare import compare, per_query_scores, report, revision_reader
 
 
 def test_paired_bootstrap_interval():
@@ -24,6 +25,30 @@ def test_paired_bootstrap_interval():
     low, high = paired_bootstrap(old, better)
     assert 0.07 < low < 0.1 < high < 0.13
     assert paired_bootstrap(old, better, seed=1) != (low, high) and paired_bootstrap(old, better) == (low, high)
+
+
+def test_cluster_bootstrap_is_wider_on_clustered_data_and_equal_on_unclustered():
+    rng = np.random.default_rng(0)
+    # 100 passages of 5 questions each; a passage is answered all right or all wrong (perfectly clustered)
+    passage_right = rng.integers(0, 2, 100).astype(float)
+    values = np.repeat(passage_right, 5)
+    ids = [f"DEV_{p}_QUERY_{q}" for p in range(100) for q in range(5)]
+    clusters = [cluster_of(i) for i in ids]
+    assert clusters[:6] == ["DEV_0"] * 5 + ["DEV_1"] and cluster_of("q7|what?") == "q7|what?"
+    iid_low, iid_high = mean_interval(values)
+    low, high = mean_interval(values, clusters)
+    assert low < values.mean() < high
+    # the i.i.d. interval acts as if there were 500 independent answers, there are 100: about sqrt(5) wider
+    assert 1.8 < (high - low) / (iid_high - iid_low) < 2.8
+    # no clusters (every key its own): the plain bootstrap, draw for draw
+    unclustered = [f"q{i}" for i in range(500)]
+    assert np.array_equal(bootstrap_means(values, unclustered), bootstrap_means(values))
+    # clusters of one question each that still look like CMRC ids: the same interval
+    assert mean_interval(values, [f"DEV_{i}_QUERY_0" for i in range(500)]) == mean_interval(values)
+    # a paired difference resampled by passage, as compare does
+    better = values.copy()
+    better[:50] = 1  # the first 10 passages fixed
+    assert paired_bootstrap(values, better, clusters) != paired_bootstrap(values, better)
 
 
 def write_scores(root: Path, recall: list[int], em: list[int], origin: list[int]) -> None:
@@ -126,3 +151,17 @@ def test_rag_scores_are_read_per_retriever_and_per_system():
     scores = scores_under("s", files.get, listdir)
     assert scores == {("rag retrieval", "test", "bm25"): {"q1": {"hit@1": 0.0, "hit@3": 1.0}},
                       ("rag", "test", "bm25+sft"): {"q1": {"em": 1.0, "cosine": 1.0, "origin": 1.0, "origin_gold": 1.0}}}
+
+
+def test_baseline_rows_per_run_with_n_and_intervals(tmp_path):
+    from raglab.experiments.baseline import render, tables, workspace_reader
+
+    write_scores(tmp_path, recall=[1, 0] * 10, em=[1, 1, 0, 0] * 5, origin=[1] * 20)
+    shown = tables(per_query_scores(*workspace_reader(str(tmp_path))), resamples=200)
+    header, rows = shown["generation"]
+    assert header == ["run", "split", "system", "n", "em", "cosine", "origin"]
+    assert [r[:4] for r in rows] == [["pipeline", "test", "sft", "20"], ["rec", "test", "sft", "20"]]
+    assert rows[0][4].startswith("50.00 ±") and rows[1][6] == "100.00 ±0.00"
+    assert list(shown) == ["retrieval", "generation"]
+    text = render(shown, markdown=False)
+    assert max(map(len, text.splitlines())) < 100 and "| run |" in render(shown, markdown=True)

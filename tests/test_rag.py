@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from fake_openai import Action, FakeOpenAI, user_text
+from fake_openai import Action, FakeOpenAI, ragas_input, schema_title, user_text
 
 from raglab.core.report import StageReport
 from raglab.rag.kb import read_kb, unique_passages, write_kb
@@ -135,21 +135,6 @@ def test_extended_vocabulary_gives_unknown_characters_their_own_tokens(minilm_di
 
 # --- the judge: ragas' answer relevancy and faithfulness through the response cache ---------------------------
 
-def ragas_input(request: dict) -> dict:
-    """The JSON ragas puts after its few-shot examples ("... following input\\ninput: {...}")."""
-    tail = user_text(request).rsplit("following input\ninput: ", 1)[1]
-    return json.JSONDecoder().raw_decode(tail)[0]
-
-
-def schema_title(request: dict) -> str:
-    """Which ragas prompt is asked: the verdict schema's name (instructor's JSON_SCHEMA / JSON modes)."""
-    response_format = request.get("response_format") or {}
-    if response_format.get("type") == "json_schema":
-        return response_format["json_schema"]["name"]
-    system = next((m["content"] for m in request["messages"] if m["role"] == "system"), "")
-    return (re.findall(r'"title": "(\w+Output)"', system) or [""])[-1]
-
-
 def judge_script(verdicts: list[int], broken_answer: str | None = None):
     """Answer relevancy: the generated question is the asked one (cosine 1); faithfulness: one statement per
     verdict. The answer ``broken_answer`` gets noise instead of JSON."""
@@ -181,7 +166,7 @@ def test_judge_scores_through_the_cache_and_counts_unparseable_verdicts(minilm_d
             {"question": QUESTIONS[1], "prediction": "", "passages": KB[:2]}]
     with FakeOpenAI(judge_script([1, 0, 1, 1], broken_answer="BROKEN")) as server:
         params = typed({"score": {"generation": {"cosine_embedder": {
-                            "model": minilm_dir, "revision": None, "pooling": "mean", "query_max_len": 64,
+                            "library": "flagembedding", "model": minilm_dir, "revision": None, "pooling": "mean", "query_max_len": 64,
                             "passage_max_len": 64, "batch_size": 8}},
                         "rag": {"judge": {"kind": "endpoint", "base_url": server.base_url, "model": "judge-1",
                                           "api_key_env": "JUDGE_KEY", "mode": mode, "max_tokens": 256,
@@ -277,8 +262,8 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
             router={**p["rag"]["router"], "kind": "llm",
                     "endpoint": {"name": "router", "base_url": server.base_url, "model": "router-1"}})
         p["score"]["rag"]["judge"].update(kind="endpoint", base_url=server.base_url, model="judge-1", strictness=1)
-        p["score"]["generation"]["cosine_embedder"] = {k: embedder[k] for k in (
-            "model", "revision", "pooling", "query_max_len", "passage_max_len", "batch_size")}
+        p["score"]["generation"]["cosine_embedder"] = {"library": "flagembedding", **{k: embedder[k] for k in (
+            "model", "revision", "pooling", "query_max_len", "passage_max_len", "batch_size")}}
         params_file = tmp_path / "params.yaml"
         params_file.write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
         gsm8k = [{"question": f"Tom has {n} apples and eats one. How many are left?", "answer": f"#### {n - 1}"}

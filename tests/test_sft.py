@@ -54,7 +54,10 @@ def test_record_formats_are_exactly_the_brief():
         {"role": "assistant", "content": "1990年"},
     ]}
     assert eval_record(ex) == {"id": "a", "context": "甲公司成立于1990年。", "question": "甲公司成立于哪一年？",
-                               "answers": "1990年"}
+                               "answers": "1990年", "golds": ["1990年"]}
+    # every annotator's answer (distinct, stripped, the first first) for em_any; the brief's EM keeps the first
+    f = validate_rc(rc_rows(), StageReport("t"))[2]
+    assert eval_record(f)["answers"] == "杭州" and eval_record(f)["golds"] == ["杭州", "浙江杭州"]
 
 
 def test_training_conversation_equals_inference_conversation():

@@ -4,8 +4,8 @@ The judge is any OpenAI-compatible chat endpoint (params ``score.rag.judge``: ``
 base LLM served here with vLLM (``served``: a smoke test of the judging path, not a judge), or none
 (the metrics are skipped and the metrics file says so). ragas asks through an ``openai`` client
 whose HTTP transport goes through the response cache, so scoring the same answers again asks the
-judge nothing. Answer relevancy's embeddings are the local cosine embedder (sentence-transformers),
-not an endpoint.
+judge nothing. Answer relevancy's embeddings are the local cosine embedder (``score.generation.
+cosine_embedder``, as ``raglab.evaluation.answers`` loads it), not an endpoint.
 
 A judge reply ragas cannot parse (after no re-ask: ``max_retries=0``) leaves that verdict empty
 (None), counted per error type in the stage report; the mean is over the verdicts given, and
@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from raglab.core.report import StageReport
+from raglab.evaluation.answers import TextEncoder, load_cosine_embedder
 from raglab.params.serving import CosineEmbedder, Judge, Serving
-from raglab.retriever.search import EmbedderConfig
 from raglab.serving.cache import cached_async_client, response_cache
 from raglab.serving.types import Endpoint
 
@@ -36,6 +36,26 @@ NOTES = {
     "served": "served: the base LLM judged answer relevancy and faithfulness; with the demo's tiny random model "
               "these values are meaningless",
 }
+
+
+def ragas_embeddings(encoder: TextEncoder):
+    """``encoder`` as ragas' embeddings (answer relevancy compares the question with questions generated back)."""
+    from ragas.embeddings.base import BaseRagasEmbedding
+
+    class Embeddings(BaseRagasEmbedding):
+        def embed_text(self, text: str, **kwargs) -> list[float]:
+            return self.embed_texts([text])[0]
+
+        def embed_texts(self, texts: list[str], **kwargs) -> list[list[float]]:
+            return encoder.encode(list(texts)).tolist()
+
+        async def aembed_text(self, text: str, **kwargs) -> list[float]:
+            return self.embed_text(text)
+
+        async def aembed_texts(self, texts: list[str], **kwargs) -> list[list[float]]:
+            return self.embed_texts(texts)
+
+    return Embeddings()
 
 
 @contextlib.contextmanager
@@ -94,7 +114,6 @@ def judge_scores(judge: Judge, judge_model: str | None, serving: Serving, embedd
         return [{} for _ in rows]
     os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas posts telemetry on every call otherwise
     import instructor
-    from ragas.embeddings import HuggingFaceEmbeddings
     from ragas.llms.base import InstructorLLM
 
     logging.getLogger("instructor").setLevel(logging.CRITICAL)  # a failed parse is counted, not logged 5 times
@@ -110,7 +129,7 @@ def judge_scores(judge: Judge, judge_model: str | None, serving: Serving, embedd
         mode = {"json": instructor.Mode.JSON, "json_schema": instructor.Mode.JSON_SCHEMA}[judge.mode]
         llm = InstructorLLM(client=instructor.from_openai(client, mode=mode), model=endpoint.model,
                             provider="openai", max_tokens=judge.max_tokens, temperature=0.0, max_retries=0)
-        embeddings = HuggingFaceEmbeddings(model=EmbedderConfig.of(embedder_params).local_path(), device="cpu")
+        embeddings = ragas_embeddings(load_cosine_embedder(embedder_params))
         try:
             scores = await _judge(llm, embeddings, rows, judge.strictness, serving.concurrency, errors)
         finally:

@@ -7,7 +7,10 @@ Retrieval (per query, then averaged over the eval set):
   ragas' ``NonLLMContextRecall``, which is the same number when one reference
   passage is judged against the top-1 retrieved passage (tested).
 - **context relevance**: share of the retrieved passages' sentences (split on
-  ``。``) that occur exactly among the reference's sentences.
+  ``。``) that occur exactly among the reference's sentences. English text has no ``。``, so
+  there a passage is one sentence and, at top-1, relevance is hit@1 (docs/metrics.md).
+- **context relevance (sentences)**: the same with a language-aware split (``。！？!?`` and a
+  ``.`` before a space or the end, so ``3.5`` stays whole), beside the brief's.
 - **hit@k** (= recall@k with one relevant passage), **MRR@k**, **nDCG@k**: from
   the rank of the reference passage among the retrieved ones (exact text match;
   knowledge-base lines are unique).
@@ -16,6 +19,7 @@ Retrieval (per query, then averaged over the eval set):
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from functools import lru_cache
@@ -52,10 +56,21 @@ def split_sentences(text: str, separator: str = "。") -> list[str]:
     return [s.strip() for s in text.split(separator) if s.strip()]
 
 
-def context_relevance(retrieved: Sequence[str], reference: str, separator: str = "。") -> float:
-    """Share of the sentences of ``retrieved`` that occur exactly among the reference's sentences."""
-    ref = set(split_sentences(reference, separator))
-    sentences = [s for passage in retrieved for s in split_sentences(passage, separator)]
+_SENTENCE_END = re.compile(r"(?<=[。！？!?])|(?<=[.;；])(?=\s|$)")
+
+
+def split_sentences_multilingual(text: str) -> list[str]:
+    """Sentences of Chinese, English or mixed text: after ``。！？!?``, and after ``.`` or ``;`` followed by a
+    space or the end (``3.5`` and ``e.g.,`` stay whole), terminator kept."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def context_relevance(retrieved: Sequence[str], reference: str, separator: str | None = "。") -> float:
+    """Share of the sentences of ``retrieved`` that occur exactly among the reference's sentences (split on
+    ``separator``; None: ``split_sentences_multilingual``)."""
+    split = split_sentences_multilingual if separator is None else lambda t: split_sentences(t, separator)
+    ref = set(split(reference))
+    sentences = [s for passage in retrieved for s in split(passage)]
     if not sentences:
         return 0.0
     return sum(s in ref for s in sentences) / len(sentences)
@@ -90,6 +105,7 @@ def retrieval_scores(retrieved: Sequence[str], gold: str, *, context_top_n: int,
     scores = {
         "context_recall": context_recall(top, gold, threshold),
         "context_relevance": context_relevance(top, gold, separator),
+        "context_relevance_sentences": context_relevance(top, gold, None),
     }
     scores.update({f"hit@{k}": hit_at(rank, k) for k in hit_ks})
     scores[f"mrr@{rank_k}"] = mrr_at(rank, rank_k)
@@ -106,8 +122,13 @@ def mean_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 # --- generation (reading comprehension) ---------------------------------------------------
 
 def exact_match(prediction: str, gold: str) -> float:
-    """1 if the stripped prediction equals the stripped gold answer."""
+    """1 if the stripped prediction equals the stripped gold answer (the brief's EM: the first gold answer)."""
     return float(prediction.strip() == gold.strip())
+
+
+def exact_match_any(prediction: str, golds: Sequence[str]) -> float:
+    """1 if the stripped prediction equals any of the annotators' answers (``em_any``; CMRC has up to 3)."""
+    return max((exact_match(prediction, g) for g in golds), default=0.0)
 
 
 def origin_score(prediction: str, passage: str) -> float:
@@ -118,16 +139,3 @@ def origin_score(prediction: str, passage: str) -> float:
     """
     pieces = prediction.split()
     return float(bool(pieces) and all(p in passage for p in pieces))
-
-
-def cosine_scores(embedder, predictions: list[str], golds: list[str]) -> list[float]:
-    """Cosine of the embeddings of each prediction and its gold answer, clipped to [0, 1].
-
-    Encoded in batches by the embedder (normalised vectors); an empty prediction scores 0.
-    """
-    import numpy as np
-
-    a = np.asarray(embedder.encode_corpus([p if p.strip() else " " for p in predictions]), dtype=np.float32)
-    b = np.asarray(embedder.encode_corpus(golds), dtype=np.float32)
-    cos = np.clip((a * b).sum(axis=1), 0.0, 1.0)
-    return [0.0 if not p.strip() else float(c) for p, c in zip(predictions, cos)]

@@ -7,6 +7,8 @@ cache, or the DVC remote for a revision whose outputs are only there) and those 
 (``results/NAME/score/...``, committed with the run's params, dvc.lock and metrics). It pairs the
 queries and for each (run, track, split, system, metric) reports old, new, the signed delta and a 95%
 paired-bootstrap interval of the delta; a delta whose interval excludes zero is marked as beyond the noise.
+CMRC questions are resampled by passage (a cluster bootstrap, ``raglab.evaluation.intervals``): questions on
+one passage are not independent, and the i.i.d. interval would be too narrow.
 
     python -m raglab.experiments.compare --base main --head HEAD > metrics-diff.md
 
@@ -24,11 +26,17 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
+from raglab.evaluation.intervals import cluster_of, paired_bootstrap
 from raglab.experiments.dvc import run_dvc
 from raglab.experiments.records import RECORDS, SCORES
 
-HEADLINE = ("em", "cosine", "origin", "context_recall", "context_relevance")
-PERCENT_METRICS = {"em", "cosine", "origin", "context_recall", "context_relevance", "accuracy"}
+HEADLINE = ("em", "em_any", "cosine", "origin", "context_recall", "context_relevance")
+PERCENT_PREFIXES = ("em", "cosine", "origin", "context_", "hit@", "accuracy", "share_")
+
+
+def is_percent(metric: str) -> bool:
+    """Shown in percent: shares and means of 0/1 or [0, 1] scores (not losses, MRR or nDCG)."""
+    return metric.startswith(PERCENT_PREFIXES)
 
 
 @dataclass
@@ -52,16 +60,6 @@ class Row:
     @property
     def beyond_noise(self) -> bool:
         return self.low is not None and (self.low > 0 or self.high < 0)
-
-
-def paired_bootstrap(old: np.ndarray, new: np.ndarray, n_resamples: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of mean(new - old) over resamples of the paired queries."""
-    diffs = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(n_resamples, len(diffs)))].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
 # --- per-query scores of one revision: {(run, track, split, system): {query key: {metric: value}}} ---
@@ -103,7 +101,7 @@ def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable
             if name.endswith(".jsonl"):
                 for row in _jsonl(read(f"{root}/generation/{split}/{name}") or ""):
                     scores.setdefault(("generation", split, name.removesuffix(".jsonl")), {})[str(row["id"])] = {
-                        k: row[k] for k in ("em", "cosine", "origin")}
+                        k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for split in listdir(f"{root}/rag"):  # the RAG system: each retriever's ranks, each retriever+generator's answers
         for folder, track in ((f"{root}/rag/{split}/retrieval", "rag retrieval"), (f"{root}/rag/{split}", "rag")):
             for name in listdir(folder):
@@ -116,8 +114,13 @@ def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable
         if name.endswith(".jsonl"):
             for i, row in enumerate(_jsonl(read(f"{root}/math/{name}") or "")):
                 scores.setdefault(("math", "eval", name.removesuffix(".jsonl")), {})[f"{i}|{row['question']}"] = {
-                    "accuracy": row["accuracy"]}
+                    k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return scores
+
+
+def _mean(rows: Iterable[dict[str, float]], metric: str) -> float | None:
+    values = [q[metric] for q in rows if metric in q]
+    return float(np.mean(values)) if values else None
 
 
 def compare(old: Scores, new: Scores, n_resamples: int = 2000) -> list[Row]:
@@ -128,12 +131,13 @@ def compare(old: Scores, new: Scores, n_resamples: int = 2000) -> list[Row]:
         metrics = sorted({m for q in (*a.values(), *b.values()) for m in q})
         common = [q for q in a if q in b]
         for metric in metrics:
-            mean_a = float(np.mean([q[metric] for q in a.values()])) if a else None
-            mean_b = float(np.mean([q[metric] for q in b.values()])) if b else None
+            mean_a, mean_b = _mean(a.values(), metric), _mean(b.values(), metric)
             row = Row(run, track, split, system, metric, mean_a, mean_b, n=len(common))
-            if a and b and len(common) == len(a) == len(b):
-                row.low, row.high = paired_bootstrap(np.array([a[q][metric] for q in common]),
-                                                     np.array([b[q][metric] for q in common]), n_resamples)
+            if a and b and len(common) == len(a) == len(b) and all(metric in a[q] and metric in b[q] for q in common):
+                row.low, row.high = paired_bootstrap([a[q][metric] for q in common], [b[q][metric] for q in common],
+                                                     [cluster_of(q) for q in common], n_resamples)
+            elif a and b and len(common) == len(a) == len(b):
+                row.note = "only in " + ("head" if all(metric in b[q] for q in common) else "base")
             elif a and b:
                 row.note = f"not paired: {len(common)} of {len(a)} / {len(b)} queries in common"
             else:
@@ -144,10 +148,10 @@ def compare(old: Scores, new: Scores, n_resamples: int = 2000) -> list[Row]:
                                        r.track, r.split, r.system))
 
 
-def _fmt(metric: str, value: float | None, signed: bool = False) -> str:
+def fmt(metric: str, value: float | None, signed: bool = False) -> str:
     if value is None:
         return "–"
-    scale = 100 if metric in PERCENT_METRICS or metric.startswith("hit@") else 1
+    scale = 100 if is_percent(metric) else 1
     digits = 2 if scale == 100 else 3
     return f"{value * scale:+.{digits}f}" if signed else f"{value * scale:.{digits}f}"
 
@@ -158,18 +162,18 @@ def markdown(rows: Iterable[Row], base: str, head: str) -> str:
     rows = [r for r in rows if r not in same]
     lines = [f"## Metrics: `{head}` vs `{base}`", "",
              "Percentages for EM, cosine, origin, context recall / relevance, hit@k and accuracy. The interval is a 95% "
-             "paired bootstrap over the per-query scores; **bold** deltas are beyond it (the interval excludes 0), "
-             "the others are within noise.", "",
+             "paired bootstrap over the per-query scores, resampling CMRC questions by passage (cluster bootstrap); "
+             "**bold** deltas are beyond it (the interval excludes 0), the others are within noise.", "",
              "| metric | run | track | split | system | base | head | Δ | 95% interval of Δ | n |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        delta = _fmt(r.metric, r.delta, signed=True)
+        delta = fmt(r.metric, r.delta, signed=True)
         if r.beyond_noise:
             delta = f"**{delta}**"
-        interval = (f"[{_fmt(r.metric, r.low, True)}, {_fmt(r.metric, r.high, True)}]" if r.low is not None
+        interval = (f"[{fmt(r.metric, r.low, True)}, {fmt(r.metric, r.high, True)}]" if r.low is not None
                     else r.note or "–")
-        lines.append(f"| {r.metric} | {r.run} | {r.track} | {r.split} | {r.system} | {_fmt(r.metric, r.old)} | "
-                     f"{_fmt(r.metric, r.new)} | {delta} | {interval} | {r.n} |")
+        lines.append(f"| {r.metric} | {r.run} | {r.track} | {r.split} | {r.system} | {fmt(r.metric, r.old)} | "
+                     f"{fmt(r.metric, r.new)} | {delta} | {interval} | {r.n} |")
     changed = sum(r.beyond_noise for r in rows)
     lines += ["", f"{changed} of {len(rows)} deltas are beyond the noise; {len(same)} metrics with identical "
               "per-query scores in both revisions are not listed."]

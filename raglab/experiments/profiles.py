@@ -24,6 +24,7 @@ import yaml
 from raglab.experiments.dvc import dvc_executable
 from raglab.experiments.records import record_experiment
 from raglab.params.loader import check, load_profiles
+from raglab.params.schema import Params
 
 
 def model_dirs() -> dict[str, str]:
@@ -61,6 +62,20 @@ def flatten(overlay: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             pairs.append((dotted, _expand(value, dotted)))
     return pairs
+
+
+def profile_params(profile: str | None, assignments: tuple[str, ...] = (), path: str | os.PathLike = "params.yaml"
+                   ) -> Params:
+    """``path`` with PROFILE (NAME or A,B; None: none) laid over it, its ``$VARS`` expanded, then ``-S``
+    assignments: what the experiment reads."""
+    overlay: dict[str, Any] = {}
+    for key, value in flatten(load_profiles(profile) if profile else {}):
+        *parents, leaf = key.split(".")
+        node = overlay
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return check(path, overlay, assignments, source=f"{path} with profile {profile}")
 
 
 def set_param_args(overlay: dict[str, Any]) -> list[str]:

@@ -3,7 +3,8 @@
 A training record in Alpaca form: ``instruction`` = the prompt template filled
 with the passage and the question, ``input`` = "", ``output`` = the first gold
 answer, ``system`` = the system prompt; the same record in the OpenAI
-``messages`` form; and eval records ``{context, question, answers}``.
+``messages`` form; and eval records ``{id, context, question, answers, golds}`` (``answers`` the first gold
+answer, the brief's EM; ``golds`` every annotator's, for ``em_any``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class RCExample:
     context: str
     question: str
     answer: str  # the first gold answer
+    golds: tuple[str, ...] = ()  # every annotator's answer, the first one first (distinct, stripped)
 
 
 def validate_rc(rows: Sequence[dict], report: StageReport) -> list[RCExample]:
@@ -49,7 +51,8 @@ def validate_rc(rows: Sequence[dict], report: StageReport) -> list[RCExample]:
             answer = answers[0].strip()
             counts["answer_not_in_context"] += answer not in context
             counts["other_answer_not_in_context"] += any(a.strip() not in context for a in answers[1:])
-            kept.append(RCExample(str(row.get("id", len(kept))), context, question, answer))
+            golds = tuple(dict.fromkeys(a.strip() for a in answers))
+            kept.append(RCExample(str(row.get("id", len(kept))), context, question, answer, golds))
     return kept
 
 
@@ -76,4 +79,5 @@ def messages_record(ex: RCExample, template: str, system: str) -> dict:
 
 
 def eval_record(ex: RCExample) -> dict:
-    return {"id": ex.id, "context": ex.context, "question": ex.question, "answers": ex.answer}
+    return {"id": ex.id, "context": ex.context, "question": ex.question, "answers": ex.answer,
+            "golds": list(ex.golds or (ex.answer,))}

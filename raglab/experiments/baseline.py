@@ -1,0 +1,105 @@
+"""The baseline in a terminal: every recorded run (and the pipeline's own scores, where it has run) as rows,
+the headline metrics as columns, each mean with its 95% interval and the number of questions behind it.
+
+    python -m raglab.experiments.baseline            # make baseline; --md for Markdown (README, PR comments)
+
+It reads the committed per-query files (``results/NAME/score/...``, and ``data/score/...`` when present), so a
+fresh clone needs nothing pulled. Intervals are percentile bootstraps of the mean, resampling CMRC questions by
+passage (``raglab.evaluation.intervals``). ``dvc metrics show results/metrics.json`` prints the same means
+without intervals.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+
+import click
+
+from raglab.evaluation.intervals import cluster_of, mean_interval
+from raglab.experiments.compare import Scores, fmt, is_percent, per_query_scores
+
+# the columns each track shows, in order, when its per-query files hold them
+COLUMNS = {
+    "retrieval": ("context_recall", "context_relevance", "context_relevance_sentences", "hit@1", "hit@5", "mrr@10"),
+    "generation": ("em", "em_any", "cosine", "cosine_minilm", "origin"),
+    "rag retrieval": ("hit@1", "hit@3", "hit@5", "mrr@10"),
+    "rag": ("em", "em_any", "cosine", "cosine_minilm", "origin", "faithfulness"),
+    "math": ("accuracy", "accuracy_lenient"),
+}
+
+
+def workspace_reader(root: str = "."):
+    """``read`` and ``listdir`` over the files on disk (what ``compare.revision_reader`` gives for a revision)."""
+    def read(path: str) -> str | None:
+        full = os.path.join(root, path)
+        return open(full, encoding="utf-8").read() if os.path.isfile(full) else None
+
+    def listdir(path: str) -> list[str]:
+        full = os.path.join(root, path)
+        return sorted(os.listdir(full)) if os.path.isdir(full) else []
+
+    return read, listdir
+
+
+def cell(metric: str, rows: dict[str, dict[str, float]], resamples: int) -> str:
+    keys = [q for q, values in rows.items() if metric in values]
+    if not keys:
+        return ""
+    values = [rows[q][metric] for q in keys]
+    low, high = mean_interval(values, [cluster_of(q) for q in keys], resamples)
+    mean = sum(values) / len(values)
+    return f"{fmt(metric, mean)} ±{fmt(metric, (high - low) / 2)}"
+
+
+def tables(scores: Scores, resamples: int = 2000) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per track (in ``COLUMNS`` order): the header and one row per (run, split, system)."""
+    by_track: dict[str, list] = defaultdict(list)
+    for (run, track, split, system), rows in sorted(scores.items()):
+        by_track[track].append((run, split, system, rows))
+    out = {}
+    for track in sorted(by_track, key=lambda t: list(COLUMNS).index(t) if t in COLUMNS else len(COLUMNS)):
+        entries = by_track[track]
+        present = {m for *_, rows in entries for q in rows.values() for m in q}
+        columns = [m for m in COLUMNS.get(track, ()) if m in present]
+        clustered = any(cluster_of(q) != q for *_, rows in entries for q in rows)
+        header = ["run", "split", "system", "n" + (" (passages)" if clustered else ""), *columns]
+        out[track] = (header, [[run, split, system, f"{len(rows)}" + (f" ({len({cluster_of(q) for q in rows})})"
+                                                                         if clustered else ""),
+                                *(cell(m, rows, resamples) for m in columns)] for run, split, system, rows in entries])
+    return out
+
+
+def render(track_tables: dict[str, tuple[list[str], list[list[str]]]], markdown: bool) -> str:
+    lines = []
+    for track, (header, rows) in track_tables.items():
+        units = ", ".join(m for m in header[4:] if is_percent(m))
+        how = "questions resampled by passage" if header[3] != "n" else "questions resampled"
+        lines.append(f"## {track}" if markdown else f"{track}")
+        lines.append(f"(mean ±half its 95% bootstrap interval, {how}; {units} in %)\n")
+        if markdown:
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+        else:
+            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+            lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                      for r in [header, *rows]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--md", "markdown", is_flag=True, help="Markdown tables instead of aligned text.")
+@click.option("--repo", default=".", show_default=True)
+@click.option("--resamples", default=2000, show_default=True)
+def main(markdown: bool, repo: str, resamples: int) -> None:
+    """Print the baseline: recorded runs as rows, headline metrics with n and 95% intervals as columns."""
+    scores = per_query_scores(*workspace_reader(repo))
+    if not scores:
+        raise click.ClickException(f"no per-query scores under {repo}/results/*/score or {repo}/data/score")
+    sys.stdout.write(render(tables(scores, resamples), markdown))
+
+
+if __name__ == "__main__":
+    main()
