@@ -33,12 +33,19 @@ def main(params_file: str, source_dir: str, out_dir: str) -> None:
         else:
             train, evaluation = load(p.train_split), load(p.eval_split)
         # every question of every training passage, before sampling: no eval passage is among them
+        held_out = {e.context for e in evaluation}
+        extra_all = [e for split in p.extra_train_splits for e in load(split)]
+        extra = [e for e in extra_all if e.context not in held_out]
+        if len(extra) < len(extra_all):
+            report.drop("extra_train_splits: passage also in the eval split", len(extra_all) - len(extra))
         report.add_wrote("pairs.jsonl", write_jsonl(out / "pairs.jsonl", (
-            {"id": e.id, "question": e.question, "context": e.context} for e in train)))
+            {"id": e.id, "question": e.question, "context": e.context} for e in train + extra)))
+        extra = sample(extra, p.max_extra, p.seed)
         kb = {"test": unique_passages([{"context": e.context} for e in evaluation])}  # the whole split's passages
         train = sample(train, p.max_samples, p.seed)
         evaluation = sample(evaluation, p.max_eval, p.seed)
         fit, val = split_by_passage(train, p.val_size, p.seed) if p.val_size else (train, [])
+        fit += extra  # `val` stays train_split's style: what the recipe is chosen on
 
         template, system = prompt.template, prompt.system
         for name, examples in [("train", fit), ("val", val)]:

@@ -1,6 +1,6 @@
 """Stage `score_rag`: the RAG system. Per retriever, hit@k and MRR of the gold passage; per system
-(retriever+generator), EM, em_any, cosine, origin score against the passages the generator got (`origin`) and against
-the gold passage (`origin_gold`), and ragas' answer relevancy and faithfulness when a judge is set
+(retriever+generator), EM, em_any, em_official, F1, cosine, origin score against the passages the generator got
+(`origin`) and against the gold passage (`origin_gold`), and ragas' answer relevancy and faithfulness when a judge is set
 (`raglab.evaluation.judge`); keyed `split -> system -> metric`, with `routing -> router kind -> accuracy`."""
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import click
 from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
-from raglab.evaluation.answers import CosineColumns, answer_scores
+from raglab.evaluation.answers import EXACT_METRICS, CosineColumns, answer_scores
 from raglab.evaluation.judge import METRICS as JUDGE_METRICS
 from raglab.evaluation.judge import NOTES as JUDGE_NOTES
 from raglab.evaluation.judge import judge_scores
@@ -21,7 +21,7 @@ from raglab.rag.routing import routing_accuracy
 
 
 def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageReport, judge_model: str | None) -> dict:
-    """hit@k and MRR per retriever; EM, em_any, cosine, origin and the judged metrics per retriever+generator."""
+    """hit@k and MRR per retriever; EM, em_any, em_official, F1, cosine, origin and the judged metrics per retriever+generator."""
     p, judge = params.score.rag, params.score.rag.judge
     cosine_embedder = params.score.generation.cosine_embedder  # answers are scored as the generation track's
     metrics = {}
@@ -51,7 +51,7 @@ def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageRep
             per_question = [
                 {**q, "origin_gold": origin_score(r["prediction"], r["gold_passage"]), **next(judged)}
                 for r, q in zip(rows, answer_scores(columns, rows, ["\n".join(r["passages"]) for r in rows]))]
-            means = mean_scores([{k: q[k] for k in ("em", "em_any", *columns.embedders, "origin", "origin_gold")}
+            means = mean_scores([{k: q[k] for k in (*EXACT_METRICS, *columns.embedders, "origin", "origin_gold")}
                                  for q in per_question])
             for name in JUDGE_METRICS if judge.kind != "none" else ():
                 values = [q[name] for q in per_question if q[name] is not None]  # a verdict not given is not a 0

@@ -134,6 +134,9 @@ def mirror_files(seed: int = 7) -> dict[str, str]:
         files[f"cmrc2018/cmrc2018_{split}.json"] = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
     for split, n in [("train", 40), ("test", 10)]:
         files[f"gsm8k/{split}.jsonl"] = "".join(json.dumps(r) + "\n" for r in gsm8k_rows(rng, n))
+    # the mirror-only half of the trial set (its own generator: the files above stay as they were)
+    trial = cmrc_doc(random.Random(seed + 1), 4, "TRIAL")
+    files["cmrc2018/cmrc2018_trial_a.json"] = json.dumps(trial, ensure_ascii=False, indent=1) + "\n"
     return files
 
 

@@ -122,3 +122,17 @@ def test_every_point_of_a_sweep_is_validated_before_anything_is_queued():
     with pytest.raises(ParamsError, match="negatives: Input should be 'random' or 'hard' \\(got 'hardest'\\)"):
         check(REPO / "params.yaml", None, ("train_embed.learning_rate=5e-5,2e-4",
                                            "build_embed_negatives.negatives=random,hardest"))
+
+
+def test_set_values_are_read_as_dvc_applies_them():
+    """``-S`` values go through Hydra's grammar, as ``dvc exp run -S`` applies them: a URL keeps its colons (a
+    sweep point comes back escaped), lists, nulls and numbers are typed."""
+    from raglab.params.loader import check
+
+    params = check(REPO / "params.yaml", None, (
+        "score.rag.judge.kind=endpoint", "score.rag.judge.base_url=http://127.0.0.1:8000/v1",
+        "score.rag.judge.model=judge", "download.datasets.cmrc2018.splits=[validation,trial_a]",
+        "build_sft.max_eval=null", "train_llm.learning_rate=5e-5,1e-4"))
+    assert params.score.rag.judge.base_url == "http://127.0.0.1:8000/v1"
+    assert params.download.datasets["cmrc2018"].splits == ["validation", "trial_a"]
+    assert params.build_sft.max_eval is None and params.train_llm.learning_rate == 5e-5

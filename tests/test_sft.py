@@ -119,3 +119,40 @@ def test_prompt_tokens_carry_no_loss(tiny_llm, tmp_path):
     prompt_len = len(tok.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, return_dict=False))
     assert (labels[:prompt_len] == -100).all() and (labels[prompt_len:] != -100).all()
     assert json.dumps(rows[0], ensure_ascii=False)  # rows stay plain JSON
+
+
+def test_trial_records_with_an_extra_split(mirror, tmp_path, params):
+    """The CPU trial profile's layout: trial_a split by passage into train / val / test, validation's records
+    added to training only; `val` and the eval set stay trial-style, and no eval passage is trained on."""
+    import yaml
+    from click.testing import CliRunner
+
+    from raglab.core.formats import read_jsonl
+    from stages import build_sft, download
+
+    params = json.loads(json.dumps(params))
+    params["download"]["mirror"] = str(mirror)
+    params["download"]["datasets"]["cmrc2018"]["splits"] = ["validation", "trial_a"]
+    params["build_sft"].update(train_split="trial_a", eval_split="trial_a", eval_size=0.25, val_size=0.34,
+                               max_samples=None, extra_train_splits=["validation"], max_extra=7)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    runner = CliRunner()
+    for command, args in [(download.main, ["--out", str(tmp_path / "raw")]),
+                          (build_sft.main, ["--source", str(tmp_path / "raw" / "cmrc2018"), "--out", str(tmp_path / "sft")])]:
+        result = runner.invoke(command, ["--params", str(params_file), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    test, val = (read_jsonl(tmp_path / "sft" / "eval" / f"{n}.jsonl") for n in ("test", "val"))
+    train = read_jsonl(tmp_path / "sft" / "train.jsonl")
+    assert test and val and all(r["id"].startswith("TRIAL") for r in test + val)
+    trained = {r["id"] for r in read_jsonl(tmp_path / "sft" / "pairs.jsonl")}
+    assert sum(i.startswith("DEV") for i in trained) == len(read_jsonl(tmp_path / "raw" / "cmrc2018" / "validation.jsonl"))
+    assert len(train) == len(read_jsonl(tmp_path / "raw" / "cmrc2018" / "trial_a.jsonl")) - len(test) - len(val) + 7
+    passages = {r["context"] for r in test}
+    assert not passages & {r["instruction"] for r in train} and not passages & {r["context"] for r in val}
+
+    params["build_sft"]["extra_train_splits"] = ["trial_a"]
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(build_sft.main, ["--params", str(params_file), "--source", str(tmp_path / "raw" / "cmrc2018"),
+                                            "--out", str(tmp_path / "sft2")])
+    assert result.exit_code != 0 and "'trial_a' is already the train_split or the eval_split" in str(result.exception)

@@ -35,6 +35,20 @@ def test_unknown_split_is_a_clear_error(mirror):
         load_split("cmrc2018", None, "dev", str(mirror), None)
 
 
+def test_trial_half_is_a_mirror_split_and_not_a_hub_one(tmp_path, mirror):
+    trial = load_split("cmrc2018", None, "trial_a", str(mirror), None)
+    assert trial.source.endswith("cmrc2018/cmrc2018_trial_a.json") and trial.rows[0]["id"].startswith("TRIAL")
+    with pytest.raises(FileNotFoundError, match=r"lacks split 'trial_a' of dataset 'cmrc2018': expected file "
+                                                r".*cmrc2018/cmrc2018_trial_a\.json"):
+        load_split("cmrc2018", None, "trial_a", str(tmp_path), None)
+    from raglab.params.pipeline import DatasetSource
+
+    hub = DatasetSource(hub_id="hfl/cmrc2018", config=None, revision="main", splits=["trial_a"])
+    with pytest.raises(ValueError, match="split 'trial_a' exists only in a mirror .*the whole trial set is split "
+                                         "'test'"):
+        load_split("cmrc2018", hub, "trial_a", None, None)
+
+
 def test_csv_without_a_column_names_file_and_column(tmp_path):
     path = tmp_path / "financial-qa-10k" / "Financial-QA-10k.csv"
     path.parent.mkdir()

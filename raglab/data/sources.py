@@ -30,9 +30,15 @@ MIRROR_FILES: dict[str, dict[str, str]] = {
         "train": "cmrc2018/cmrc2018_train.json",
         "validation": "cmrc2018/cmrc2018_dev.json",
         "test": "cmrc2018/cmrc2018_test.json",
+        # half of the trial set (the hub's `test` split: the brief's test set), passages chosen by a seeded
+        # shuffle; a mirror-only split, the hub has no such name
+        "trial_a": "cmrc2018/cmrc2018_trial_a.json",
     },
     "gsm8k": {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"},
 }
+
+# splits a mirror holds that the hub does not name, and what to ask the hub for instead
+MIRROR_ONLY = {"cmrc2018": {"trial_a": "on the hub, the whole trial set is split 'test'"}}
 
 FINANCIAL_QA_COLUMNS = ("question", "answer", "context", "ticker", "filing")
 
@@ -186,6 +192,9 @@ def load_split(dataset: str, spec: DatasetSource | None, split: str, mirror: str
 
     if spec is None:
         raise ValueError(f"{dataset}: no mirror and no hub id to load split '{split}' from")
+    if split in MIRROR_ONLY.get(dataset, ()):
+        raise ValueError(f"{dataset}: split '{split}' exists only in a mirror ({MIRROR_FILES[dataset][split]}); "
+                         f"{MIRROR_ONLY[dataset][split]}")
     ds = datasets.load_dataset(spec.hub_id, spec.config, split=split, revision=spec.revision)
     where = f"{spec.hub_id}@{spec.revision}:{split}"
     files = sorted(f["filename"] for f in ds.cache_files)

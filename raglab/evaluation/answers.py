@@ -1,5 +1,6 @@
-"""Scoring the answers of reading comprehension: EM (first gold answer) and ``em_any`` (any annotator's),
-the cosine columns, origin; and the embedding models behind the cosine metric.
+"""Scoring the answers of reading comprehension: EM (first gold answer), ``em_any`` (any annotator's), CMRC's
+official ``em_official`` and ``f1`` (``raglab.evaluation.cmrc_official``), the cosine columns, origin; and the
+embedding models behind the cosine metric.
 
 ``score.generation.cosine_embedder`` is the brief's ``cosine`` column; ``also_cosine`` adds a column
 ``cosine_<name>`` with a second embedder (the CPU profiles keep the English MiniLM there, for continuity with
@@ -20,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from raglab.evaluation.cmrc_official import em_official, f1_official
 from raglab.evaluation.metrics import exact_match, exact_match_any, origin_score
 from raglab.params.serving import USEM3, CosineEmbedder, GenerationScore
 from raglab.retriever.search import EmbedderConfig, load_embedder
@@ -89,14 +91,22 @@ class CosineColumns:
         return [{name: round(values[i], 5) for name, values in columns.items()} for i in range(len(predictions))]
 
 
+EXACT_METRICS = ("em", "em_any", "em_official", "f1")
+
+
+def exact_scores(prediction: str, gold: str, golds: Sequence[str]) -> dict[str, float]:
+    """The text-matching scores of one answer: the brief's ``em`` (first gold), ``em_any``, and CMRC's own
+    ``em_official`` and ``f1`` (both the best over every annotator's answer)."""
+    return {"em": exact_match(prediction, gold), "em_any": exact_match_any(prediction, golds),
+            "em_official": em_official(prediction, golds), "f1": round(f1_official(prediction, golds), 5)}
+
+
 def answer_scores(columns: CosineColumns, rows: Sequence[dict], passages: Sequence[str]) -> list[dict]:
-    """The per-answer scores of reading comprehension, keyed as the per-query files hold them: ``em`` (the
-    brief's, against the first gold answer), ``em_any`` (against any annotator's), the cosine columns, and
-    ``origin`` against each row's passage text. ``rows`` carry ``id, question, gold, golds, prediction``."""
+    """The per-answer scores of reading comprehension, keyed as the per-query files hold them: the
+    ``EXACT_METRICS`` (``exact_scores``), the cosine columns, and ``origin`` against each row's passage text. ``rows`` carry ``id, question, gold, golds, prediction``."""
     predictions = [r["prediction"] for r in rows]
     cosines = columns.score(predictions, [r["gold"] for r in rows])
     return [{"id": r["id"], "question": r["question"], "gold": r["gold"], "golds": r["golds"],
-             "prediction": r["prediction"], "em": exact_match(r["prediction"], r["gold"]),
-             "em_any": exact_match_any(r["prediction"], r["golds"]), **c,
+             "prediction": r["prediction"], **exact_scores(r["prediction"], r["gold"], r["golds"]), **c,
              "origin": origin_score(r["prediction"], passage)}
             for r, c, passage in zip(rows, cosines, passages)]

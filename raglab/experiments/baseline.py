@@ -23,9 +23,9 @@ from raglab.experiments.compare import Scores, fmt, is_percent, per_query_scores
 # the columns each track shows, in order, when its per-query files hold them
 COLUMNS = {
     "retrieval": ("context_recall", "context_relevance", "context_relevance_sentences", "hit@1", "hit@5", "mrr@10"),
-    "generation": ("em", "em_any", "cosine", "cosine_minilm", "origin"),
+    "generation": ("em", "em_any", "em_official", "f1", "cosine", "cosine_minilm", "origin"),
     "rag retrieval": ("hit@1", "hit@3", "hit@5", "mrr@10"),
-    "rag": ("em", "em_any", "cosine", "cosine_minilm", "origin", "faithfulness"),
+    "rag": ("em", "em_any", "em_official", "f1", "cosine", "cosine_minilm", "origin", "faithfulness"),
     "math": ("accuracy", "accuracy_lenient"),
 }
 

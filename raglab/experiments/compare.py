@@ -30,8 +30,8 @@ from raglab.evaluation.intervals import cluster_of, paired_bootstrap
 from raglab.experiments.dvc import run_dvc
 from raglab.experiments.records import RECORDS, SCORES
 
-HEADLINE = ("em", "em_any", "cosine", "origin", "context_recall", "context_relevance")
-PERCENT_PREFIXES = ("em", "cosine", "origin", "context_", "hit@", "accuracy", "share_")
+HEADLINE = ("em", "em_any", "em_official", "f1", "cosine", "origin", "context_recall", "context_relevance")
+PERCENT_PREFIXES = ("em", "f1", "cosine", "origin", "context_", "hit@", "accuracy", "share_")
 
 
 def is_percent(metric: str) -> bool:

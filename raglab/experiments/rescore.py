@@ -1,7 +1,8 @@
 """Re-score a recorded run with today's scorers, from the answers its per-query files hold: nothing is retrained
-or asked again. It adds what the scorers gained since the run: ``em_any`` (golds of every annotator, looked up by
-question id in the mirror's CMRC files), the cosine columns of ``score.generation`` (the params given, e.g. a
-CPU profile's multilingual embedder and the MiniLM of the record's time), and ``context_relevance_sentences``
+or asked again. It adds what the scorers gained since the run: ``em_any`` and CMRC's official ``em_official`` and
+``f1`` (golds of every annotator, looked up by question id in the mirror's CMRC files), the cosine columns of
+``score.generation`` (the params given, e.g. a CPU profile's multilingual embedder and the MiniLM of the record's
+time), and ``context_relevance_sentences``
 (from each query's top-1 passage, when the record scored the top 1). It rewrites the per-query files, the
 record's metrics and ``results/metrics.json``.
 
@@ -17,8 +18,8 @@ import click
 
 from raglab.core.formats import read_jsonl, write_json, write_jsonl
 from raglab.data.sources import MIRROR_FILES, MIRROR_READERS, mirror_file
-from raglab.evaluation.answers import CosineColumns
-from raglab.evaluation.metrics import context_relevance, exact_match, exact_match_any, mean_scores
+from raglab.evaluation.answers import EXACT_METRICS, CosineColumns, exact_scores
+from raglab.evaluation.metrics import context_relevance, mean_scores
 from raglab.experiments.profiles import profile_params
 from raglab.experiments.records import write_baseline
 from raglab.params.loader import read_yaml
@@ -42,14 +43,14 @@ def rescore_answers(rows: list[dict], golds: dict[str, list[str]], columns: Cosi
     if missing:
         raise click.ClickException(f"{len(missing)} question ids not in the mirror's CMRC files (first: {missing[0]})")
     cosines = columns.score([r["prediction"] for r in rows], [r["gold"] for r in rows])
-    return [{**r, "golds": golds[r["id"]], "em": exact_match(r["prediction"], r["gold"]),
-             "em_any": exact_match_any(r["prediction"], golds[r["id"]]), **c} for r, c in zip(rows, cosines)]
+    return [{**r, "golds": golds[r["id"]], **exact_scores(r["prediction"], r["gold"], golds[r["id"]]), **c}
+            for r, c in zip(rows, cosines)]
 
 
 def _means(rows: list[dict], metrics: dict) -> dict:
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     means = mean_scores([{k: r[k] for k in keys} for r in rows])
-    return {**metrics, **{k: round(v, 5) for k, v in means.items() if k in metrics or k == "em_any"
+    return {**metrics, **{k: round(v, 5) for k, v in means.items() if k in metrics or k in EXACT_METRICS
                           or k.startswith("cosine")}}
 
 

@@ -22,7 +22,8 @@ from raglab.experiments.records import RECORDS
 from raglab.params.loader import read_yaml
 
 EXPERIMENTS_FILE = Path("experiments.yaml")
-# The shared mirror holds CMRC 2018 validation and GSM8K train only: the other splits are not asked for.
+# The shared mirror holds CMRC 2018 validation (and trial_a) and GSM8K train only: the other splits are not asked
+# for. An experiment's own `set` comes after these, so it can ask for trial_a.
 MIRROR_SET = ("download.datasets.cmrc2018.splits=[validation]", "download.datasets.gsm8k.splits=[train]")
 CHOSEN = "chosen"
 
@@ -65,7 +66,7 @@ def commands(name: str, exp: Experiment, extra: tuple[str, ...] = (), mirror: st
     cmds = []
     for variant, more_profiles, more_sets in runs:
         run_name = f"{name}-{variant}" if variant else name
-        sets = [*exp.set, *more_sets, *((f"download.mirror={mirror}", *MIRROR_SET) if exp.mirror else ())]
+        sets = [*((f"download.mirror={mirror}", *MIRROR_SET) if exp.mirror else ()), *exp.set, *more_sets]
         cmd = [sys.executable, "-m", "raglab.experiments.profiles", ",".join(exp.profiles + more_profiles),
                "--name", run_name, "--temp"]
         if exp.record:

@@ -75,16 +75,21 @@ def load_profiles(names: str, profile_dir: Path = PROFILE_DIR) -> dict[str, Any]
 
 
 def set_value(params: dict[str, Any], assignment: str) -> dict[str, Any]:
-    """``params`` with ``group.key=value`` applied (value parsed as YAML, as ``dvc exp run -S`` does)."""
-    dotted, sep, raw = assignment.partition("=")
-    if not sep:
-        raise ParamsError(f"-S {assignment}: expected group.key=value")
-    *parents, leaf = dotted.lstrip("+").split(".")
+    """``params`` with ``group.key=value`` applied, the value parsed by Hydra's override grammar as ``dvc exp run
+    -S`` applies it (a sweep point comes back escaped: ``http\\://host``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([assignment])
+    except OverrideParseException as e:
+        raise ParamsError(f"-S {assignment}: {e}") from None
+    *parents, leaf = override.key_or_group.split(".")
     node = params
     for key in parents:
         node = node.setdefault(key, {}) if isinstance(node, dict) else {}
     if isinstance(node, dict):
-        node[leaf] = parse_yaml(raw)
+        node[leaf] = override.value()
     return params
 
 

@@ -126,6 +126,15 @@ class BuildSft(Group):
     max_samples: int | None = Field(ge=1)
     max_eval: int | None = Field(ge=1)
     val_size: float = Field(ge=0, lt=1)
+    extra_train_splits: list[str]  # trained on too (never evaluated, never in `val`), e.g. validation beside trial_a
+    max_extra: int | None = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _extra_not_evaluated(self) -> BuildSft:
+        for split in self.extra_train_splits:
+            if split in (self.train_split, self.eval_split):
+                raise ValueError(f"extra_train_splits: {split!r} is already the train_split or the eval_split")
+        return self
 
 
 class Prices(Group):
