@@ -83,17 +83,20 @@ def test_openai_clients_get_the_answer_route_and_passages(served):
     assistant, url = served
     assert assistant.retriever == "hybrid" and assistant.endpoint.model == "base"  # no adapter: the base LLM
     client = OpenAI(base_url=f"{url}/v1", api_key="unused")
-    reply = client.chat.completions.create(model="raglab", messages=[{"role": "user", "content": CMRC_Q}])
+    (model,) = [m.id for m in client.models.list()]
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": CMRC_Q}])
     extra = reply.model_extra["raglab"]
     assert extra["route"] == "rag"
     assert len(extra["passages"]) == 3 and extra["passages"][0]["text"] == KB[1]  # BM25 + MiniLM fused: 王磊's
     assert set(extra["timings"]) == {"route_s", "retrieval_s", "generation_s"}
     assert isinstance(reply.choices[0].message.content, str)
-    maths = client.chat.completions.create(model="raglab", messages=[{"role": "user", "content": GSM8K_Q}])
+    assert reply.usage.prompt_tokens > 50 and reply.usage.completion_tokens > 0  # the template and 3 passages
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    maths = client.chat.completions.create(model=model, messages=[{"role": "user", "content": GSM8K_Q}])
     assert maths.model_extra["raglab"]["route"] == "math" and maths.model_extra["raglab"]["passages"] == []
     assert maths.choices[0].message.content.startswith("<think>")  # the maths route's think prefix
     with pytest.raises(Exception, match="400"):
-        client.chat.completions.create(model="raglab", messages=[{"role": "system", "content": "no question"}])
+        client.chat.completions.create(model=model, messages=[{"role": "system", "content": "no question"}])
 
 
 def test_chat_page_shows_the_reply_route_and_passages(served, tmp_path):
@@ -107,3 +110,121 @@ def test_chat_page_shows_the_reply_route_and_passages(served, tmp_path):
     assert KB[1] in cmrc.messages[2]
     assert len(maths.messages) == 2 and "Route: math" in maths.titles[-1]
     assert png.stat().st_size > 20_000
+
+
+def _model(url: str) -> str:
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{url}/v1", api_key="unused").models.list().data[0].id
+
+
+def test_streaming_through_the_openai_client(served):
+    """``stream: true``: chat.completion.chunk events, the route and passages in the first, the text in order,
+    a finish reason, the usage when asked, then [DONE] (the client's iterator ends on it)."""
+    from openai import OpenAI
+
+    _, url = served
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    chunks = list(client.chat.completions.create(model=_model(url), messages=[{"role": "user", "content": CMRC_Q}],
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert {c.object for c in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
+    first = chunks[0].model_extra["raglab"]
+    assert first["route"] == "rag" and first["passages"][0]["text"] == KB[1]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (["stop"],
+                                                                                                       ["length"])
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    whole = client.chat.completions.create(model=_model(url), messages=[{"role": "user", "content": CMRC_Q}])
+    assert text == whole.choices[0].message.content  # greedy decoding: the same answer, streamed or not
+
+
+def test_follow_up_turns_reach_the_generator(served):
+    """History goes to the generator (more prompt tokens for the same last question); retrieval reads the last
+    user turn only (the same passages)."""
+    from openai import OpenAI
+
+    _, url = served
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    alone = client.chat.completions.create(model=_model(url), messages=[{"role": "user", "content": CMRC_Q}])
+    history = [{"role": "user", "content": "陈静哪一年获奖？"}, {"role": "assistant", "content": "2019年。"}]
+    follow = client.chat.completions.create(model=_model(url),
+                                            messages=history + [{"role": "user", "content": CMRC_Q}])
+    assert follow.model_extra["raglab"]["passages"] == alone.model_extra["raglab"]["passages"]
+    assert follow.usage.prompt_tokens > alone.usage.prompt_tokens + 5
+
+
+@pytest.mark.parametrize("change, status, param", [
+    ({"model": "gpt-4o"}, 404, "model"),
+    ({"max_tokens": -1}, 400, "max_tokens"),
+    ({"max_tokens": 10 ** 6}, 400, "max_tokens"),
+    ({"temperature": 5}, 400, "temperature"),
+    ({"messages": [{"role": "user", "content": "赵" * 200_000}]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "赵" * 400_000}]}, 413, None),
+])
+def test_errors_of_the_right_kind_in_openais_shape(served, change, status, param):
+    """Each mistake gets its status and OpenAI's error body through the openai client; an input over the
+    generator's context is vLLM's 400 naming the limit in tokens, not a 500."""
+    import openai
+
+    _, url = served
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    body = {"model": _model(url), "messages": [{"role": "user", "content": CMRC_Q}], **change}
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(**body)
+    e = caught.value
+    assert e.status_code == status and set(e.body) >= {"message", "type", "param", "code"}, e.body
+    assert e.body["param"] == param
+    if "赵" * 1000 in str(change) and status == 400:
+        assert "tokens" in e.body["message"] and e.body["code"] == "context_length_exceeded"
+
+
+def test_a_key_when_exposed_and_never_in_the_log(served, caplog):
+    """With a key, /v1 wants ``Authorization: Bearer <key>``: none or a wrong one is 401, the right one
+    answers; neither the key nor a wrong one reaches the log."""
+    import logging
+
+    import openai
+
+    from raglab.assistant.server import create_app, serve_in_thread
+    from raglab.serving.vllm import free_port
+
+    assistant, _ = served
+    secret, wrong = "sk-planted-assistant-5e1f", "sk-planted-wrong-77aa"
+    caplog.set_level(logging.DEBUG)
+    with serve_in_thread(create_app(assistant, api_key=secret), "127.0.0.1", free_port()) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0)
+        model = client.models.list().data[0].id
+        for key in (wrong, "unused"):
+            other = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+            with pytest.raises(openai.AuthenticationError):
+                other.models.list()
+            with pytest.raises(openai.AuthenticationError):
+                other.chat.completions.create(model=model, messages=[{"role": "user", "content": CMRC_Q}])
+        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": CMRC_Q}])
+        assert reply.model_extra["raglab"]["route"] == "rag"
+    assert "assistant: status 200" in caplog.text and "status 401" in caplog.text
+    assert secret not in caplog.text and wrong not in caplog.text
+
+
+def test_a_burst_beyond_the_limit_gets_429_with_retry_after(served):
+    """At most ``assistant.max_in_flight`` requests at once: the rest of a burst is refused with 429 and
+    Retry-After, not queued; every request is answered one way or the other, none with a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from raglab.assistant.server import create_app, serve_in_thread
+    from raglab.serving.vllm import free_port
+
+    assistant, _ = served
+    limits = assistant.params.assistant.model_copy(update={"max_in_flight": 2})
+    with serve_in_thread(create_app(assistant, limits=limits), "127.0.0.1", free_port()) as url:
+        body = {"model": _model(url), "messages": [{"role": "user", "content": CMRC_Q}], "max_tokens": 32}
+        with ThreadPoolExecutor(12) as pool:
+            replies = list(pool.map(lambda _: httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300),
+                                    range(12)))
+    statuses = sorted(r.status_code for r in replies)
+    assert set(statuses) == {200, 429} and statuses.count(200) >= 2, statuses
+    refused = [r for r in replies if r.status_code == 429]
+    assert all(r.headers["retry-after"] == "1" and r.json()["error"]["type"] == "rate_limit_exceeded"
+               for r in refused)

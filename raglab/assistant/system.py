@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +30,16 @@ PATHS = {"params": "params.yaml", "kb": "data/sft/eval/test_kb.jsonl", "embedder
 
 
 def materialise(rev: str | None, cache: Path) -> dict[str, Path]:
-    """The files of ``PATHS`` that exist: in the workspace, or (``rev``: an experiment name or git revision)
-    copied out of DVC's cache."""
+    """The files of ``PATHS`` that exist: in the workspace, for a recorded run (``results/<rev>/``, its adapter
+    committed: ``raglab.assistant.records``), or (``rev``: an experiment name or git revision) copied out of
+    DVC's cache."""
     if rev is None:
         return {k: Path(p) for k, p in PATHS.items() if Path(p).exists()}
+    from raglab.assistant.records import is_record, record_workspace
     from raglab.experiments.dvc import experiment_files
+
+    if is_record(rev):
+        return record_workspace(rev, cache)
 
     return experiment_files(rev, PATHS, cache)
 
@@ -43,10 +50,25 @@ class Reply:
     route: str
     passages: list[dict] = field(default_factory=list)  # {"text", "score"}, best first
     timings: dict[str, float] = field(default_factory=dict)  # seconds: route, retrieval, generation
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    finish_reason: str = "stop"
+
+
+@dataclass
+class Turn:
+    """A question routed and its passages retrieved: what the generator is asked, and how."""
+    reply: Reply  # route, passages and timings so far; the answer starts with ``prefix``
+    messages: list[dict]
+    max_tokens: int
+    temperature: float
+    extra_body: dict | None = None
 
 
 class Assistant:
-    """Route, retrieve, generate: one question at a time (the web server runs it in a worker thread)."""
+    """Route, retrieve, generate, for any number of requests at once (the web server runs each in a worker
+    thread). Retrieval and routing read the last user turn; the generator gets the conversation: the system
+    prompt, the earlier turns as they were, and the last user turn in the training template (rag) or the
+    distillation prompt (maths)."""
 
     def __init__(self, params: Params, kb: list[str], tuned_embedder: str | None, router_dir: str | None,
                  endpoint: Endpoint, retriever: str):
@@ -64,40 +86,81 @@ class Assistant:
         self.retriever = retriever
         self.client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key(),
                              timeout=params.serving.timeout_s, max_retries=params.serving.max_retries)
+        self.search_lock = threading.Lock()  # the retrievers' encoders are not shared between threads
         self.system.rank(retriever, ["warm-up"], 1)  # encode the knowledge base now, not on the first question
 
-    def chat(self, messages: list[dict], max_tokens: int, extra_body: dict | None = None) -> str:
-        response = self.client.chat.completions.create(
-            model=self.endpoint.model, messages=messages, max_tokens=max_tokens,
-            temperature=self.rag.temperature, extra_body=extra_body)
-        return response.choices[0].message.content or ""
-
-    def route(self, question: str) -> str:
+    def route(self, question: str, usage: dict[str, int]) -> str:
         if self.system.router is not None:
-            return self.system.router.route([question])[0]
-        return route_from_reply(self.chat(self.system.router_chats([question])[0], ROUTER_MAX_TOKENS))
+            with self.search_lock:
+                return self.system.router.route([question])[0]
+        response = self.client.chat.completions.create(
+            model=self.endpoint.model, messages=self.system.router_chats([question])[0],
+            max_tokens=ROUTER_MAX_TOKENS, temperature=0.0)
+        _add_usage(usage, response.usage)
+        return route_from_reply(response.choices[0].message.content or "")
+
+    def prepare(self, messages: list[dict], max_tokens: int | None = None, temperature: float | None = None) -> Turn:
+        """Route the last user turn of ``messages`` and retrieve its passages."""
+        question, history = messages[-1]["content"].strip(), messages[:-1]
+        reply, started = Reply("", ""), time.perf_counter()
+        reply.route = self.route(question, reply.usage)
+        reply.timings["route_s"] = time.perf_counter() - started
+        temperature = self.rag.temperature if temperature is None else temperature
+        if reply.route == MATH:  # as serve_infer_math asks the students: the assistant turn starts with the prefix
+            user = render_question(self.params.distill_cot.prompt, question)
+            reply.answer = prefix = self.math.think_prefix
+            chat = chat_messages(self.params.prompt.system, user)
+            return Turn(reply, chat[:-1] + history + chat[-1:] + [{"role": "assistant", "content": prefix}],
+                        max_tokens or self.math.max_tokens, temperature,
+                        {"continue_final_message": True, "add_generation_prompt": False})
+        started = time.perf_counter()
+        with self.search_lock:
+            (ranking,) = self.system.rank(self.retriever, [question])
+        reply.passages = [{"text": self.system.retrievers.kb[j], "score": round(score, 4)} for j, score in ranking]
+        reply.timings["retrieval_s"] = time.perf_counter() - started
+        chat = self.system.generator_chat(question, [p["text"] for p in reply.passages])
+        return Turn(reply, chat[:-1] + history + chat[-1:], max_tokens or self.rag.max_tokens, temperature)
+
+    def _create(self, turn: Turn, **stream):
+        return self.client.chat.completions.create(
+            model=self.endpoint.model, messages=turn.messages, max_tokens=turn.max_tokens,
+            temperature=turn.temperature, extra_body=turn.extra_body, **stream)
+
+    def generate(self, turn: Turn) -> Reply:
+        started, reply = time.perf_counter(), turn.reply
+        response = self._create(turn)
+        reply.answer += response.choices[0].message.content or ""
+        reply.finish_reason = response.choices[0].finish_reason or "stop"
+        _add_usage(reply.usage, response.usage)
+        reply.timings["generation_s"] = time.perf_counter() - started
+        return reply
+
+    def stream(self, turn: Turn) -> Iterator[str]:
+        """The answer's text as the generator writes it (the route's prefix first); ``turn.reply`` is complete
+        (answer, usage, timings) when the iterator ends."""
+        started, reply = time.perf_counter(), turn.reply
+        if reply.answer:
+            yield reply.answer
+        for chunk in self._create(turn, stream=True, stream_options={"include_usage": True}):
+            if chunk.usage is not None:
+                _add_usage(reply.usage, chunk.usage)
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    reply.answer += choice.delta.content
+                    yield choice.delta.content
+                if choice.finish_reason:
+                    reply.finish_reason = choice.finish_reason
+        reply.timings["generation_s"] = time.perf_counter() - started
 
     def answer(self, question: str) -> Reply:
-        timings, started = {}, time.perf_counter()
-        route = self.route(question)
-        timings["route_s"] = time.perf_counter() - started
-        if route == MATH:  # as serve_infer_math asks the local students: the assistant turn starts with the prefix
-            user = render_question(self.params.distill_cot.prompt, question)
-            prefix = self.math.think_prefix
-            messages = chat_messages(self.params.prompt.system, user) + [{"role": "assistant", "content": prefix}]
-            started = time.perf_counter()
-            answer = prefix + self.chat(messages, self.math.max_tokens,
-                                        {"continue_final_message": True, "add_generation_prompt": False})
-            timings["generation_s"] = time.perf_counter() - started
-            return Reply(answer, route, [], timings)
-        started = time.perf_counter()
-        (ranking,) = self.system.rank(self.retriever, [question])
-        passages = [{"text": self.system.retrievers.kb[j], "score": round(score, 4)} for j, score in ranking]
-        timings["retrieval_s"] = time.perf_counter() - started
-        started = time.perf_counter()
-        answer = self.chat(self.system.generator_chat(question, [p["text"] for p in passages]), self.rag.max_tokens)
-        timings["generation_s"] = time.perf_counter() - started
-        return Reply(answer, route, passages, timings)
+        """One question, no history: routed, retrieved and answered."""
+        return self.generate(self.prepare([{"role": "user", "content": question}]))
+
+
+def _add_usage(usage: dict[str, int], counted) -> None:
+    if counted is not None:
+        usage["prompt_tokens"] += counted.prompt_tokens or 0
+        usage["completion_tokens"] += counted.completion_tokens or 0
 
 
 def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitStack, log_dir: Path,

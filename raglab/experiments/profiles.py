@@ -64,17 +64,23 @@ def flatten(overlay: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return pairs
 
 
-def profile_params(profile: str | None, assignments: tuple[str, ...] = (), path: str | os.PathLike = "params.yaml"
-                   ) -> Params:
-    """``path`` with PROFILE (NAME or A,B; None: none) laid over it, its ``$VARS`` expanded, then ``-S``
-    assignments: what the experiment reads."""
+def expanded_profile(profile: str) -> dict[str, Any]:
+    """PROFILE (NAME or A,B) as a nested overlay, its ``$VARS`` expanded."""
     overlay: dict[str, Any] = {}
-    for key, value in flatten(load_profiles(profile) if profile else {}):
+    for key, value in flatten(load_profiles(profile)):
         *parents, leaf = key.split(".")
         node = overlay
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    return overlay
+
+
+def profile_params(profile: str | None, assignments: tuple[str, ...] = (), path: str | os.PathLike = "params.yaml"
+                   ) -> Params:
+    """``path`` with PROFILE (NAME or A,B; None: none) laid over it, its ``$VARS`` expanded, then ``-S``
+    assignments: what the experiment reads."""
+    overlay = expanded_profile(profile) if profile else {}
     return check(path, overlay, assignments, source=f"{path} with profile {profile}")
 
 

