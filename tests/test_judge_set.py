@@ -41,10 +41,12 @@ def test_items_carry_labels_known_by_construction():
 def test_auc_and_accuracy_of_verdicts():
     assert roc_auc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.8]) == pytest.approx(0.875)
     assert roc_auc([1, 1], [0.5, 0.6]) is None
-    items = [{"faithfulness": y, "answer_relevancy": None} for y in (1, 1, 0, 0)]
+    items = [{"faithfulness": y, "answer_relevancy": None, "kind": k}
+             for y, k in zip((1, 1, 0, 0), ("gold", "gold", "changed_number", "other_passage"))]
     report = judge_report(items, [{"faithfulness": v, "answer_relevancy": None} for v in (1.0, None, 0.0, 0.75)])
-    assert report["faithfulness"] == {"n": 4, "judged": 0.75, "auc": 1.0, "accuracy": pytest.approx(2 / 3, abs=1e-4)}
-    assert report["answer_relevancy"] == {"n": 0, "judged": None, "auc": None, "accuracy": None}
+    assert report["faithfulness"] == {"n": 4, "judged": 0.75, "auc": 1.0, "accuracy": pytest.approx(2 / 3, abs=1e-4),
+                                      "mean_by_kind": {"gold": 1.0, "changed_number": 0.0, "other_passage": 0.75}}
+    assert report["answer_relevancy"] == {"n": 0, "judged": None, "auc": None, "accuracy": None, "mean_by_kind": {}}
 
 
 def flip(text: str) -> bool:

@@ -83,7 +83,8 @@ def roc_auc(labels: list[int], scores: list[float]) -> float | None:
 
 
 def judge_report(items: list[dict], verdicts: list[dict]) -> dict:
-    """Per metric: n, the share given a verdict, ROC AUC and accuracy at 0.5 (over the items given one)."""
+    """Per metric: n, the share given a verdict, ROC AUC and accuracy at 0.5 (over the items given one), and the
+    mean verdict per kind of item (which kind of wrong answer the judge lets through)."""
     out = {}
     for metric in METRICS:
         pairs = [(item[metric], v[metric]) for item, v in zip(items, verdicts) if item[metric] is not None]
@@ -94,4 +95,10 @@ def judge_report(items: list[dict], verdicts: list[dict]) -> dict:
                        "auc": None if auc is None else round(auc, 5),
                        "accuracy": round(sum((s >= 0.5) == (y == 1) for y, s in given) / len(given), 5)
                        if given else None}
+        by_kind = {}
+        for kind in LABELS:
+            scores = [v[metric] for item, v in zip(items, verdicts) if item["kind"] == kind and v[metric] is not None]
+            if scores:
+                by_kind[kind] = round(sum(scores) / len(scores), 5)
+        out[metric]["mean_by_kind"] = by_kind
     return out
