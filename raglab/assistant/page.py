@@ -17,6 +17,7 @@ def converse(url: str, questions: list[str], png: Path | None = None, timeout_s:
     """Ask ``questions`` on the chat page at ``url`` in headless Chromium, one after another, waiting for each
     reply; optionally save a screenshot of the conversation."""
     import re
+    import time
 
     from playwright.sync_api import expect
 
@@ -35,10 +36,18 @@ def converse(url: str, questions: list[str], png: Path | None = None, timeout_s:
             tracker = page.locator('#question [data-testid="status-tracker"]')
             expect(tracker).to_have_class(re.compile(r"\bhide\b"), timeout=timeout_s * 1000)
             bots = page.locator('#chat [data-testid="bot"]')
-            messages = [bots.nth(i).inner_text() for i in range(before, bots.count())]
+            messages, deadline = None, time.monotonic() + timeout_s
+            while time.monotonic() < deadline:  # the answer streams in: read it once it stops changing
+                seen = [bots.nth(i).inner_text() for i in range(before, bots.count())]
+                if seen == messages:
+                    break
+                messages = seen
+                page.wait_for_timeout(1500)
             titles = page.locator("#chat .thought-group .title").all_inner_texts()
             shown.append(Shown(messages, titles))
         if png is not None:
+            # the conversation from its start: the chat scrolls itself to the newest message
+            page.evaluate("document.querySelectorAll('#chat *').forEach(e => { e.scrollTop = 0; })")
             png.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(png), full_page=True, animations="disabled")
         if page.errors:

@@ -65,7 +65,7 @@ def record_workspace(rev: str, cache: Path, mirror: str | None = None) -> dict[s
     if not Path(str(raw["embedder"]["model"])).is_dir():
         # the base embedder (router, dense retrievers) must be on this machine: the packaged MiniLM of the
         # cpu-minilm profile stands in for a hub model or another machine's folder
-        raw["embedder"] = dict(expanded_profile("cpu-minilm")["embedder"])
+        raw["embedder"] = {**raw["embedder"], **expanded_profile("cpu-minilm")["embedder"]}
         log.warning("assistant: record %s's embedder is not on this machine; the router reads the packaged MiniLM "
                     "(%s)", rev, raw["embedder"]["model"])
     params_file = ws / "params.yaml"

@@ -103,7 +103,8 @@ def exact_scores(prediction: str, gold: str, golds: Sequence[str]) -> dict[str, 
 
 def answer_scores(columns: CosineColumns, rows: Sequence[dict], passages: Sequence[str]) -> list[dict]:
     """The per-answer scores of reading comprehension, keyed as the per-query files hold them: the
-    ``EXACT_METRICS`` (``exact_scores``), the cosine columns, and ``origin`` against each row's passage text. ``rows`` carry ``id, question, gold, golds, prediction``."""
+    ``EXACT_METRICS`` (``exact_scores``), the cosine columns, and ``origin`` against each row's passage text.
+    ``rows`` carry ``id, question, gold, golds, prediction``."""
     predictions = [r["prediction"] for r in rows]
     cosines = columns.score(predictions, [r["gold"] for r in rows])
     return [{"id": r["id"], "question": r["question"], "gold": r["gold"], "golds": r["golds"],

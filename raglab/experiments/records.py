@@ -64,7 +64,7 @@ def record_weights(fs, out_dir: Path, exp_name: str) -> list[str]:
         if not fs.isdir(path):
             continue
         try:
-            size = sum(fs.size(f) for f in fs.find(path))
+            size = sum(_size(fs, f) for f in fs.find(path))
         except FileNotFoundError:
             size = None
         if size is None or size > MAX_WEIGHTS_BYTES:
@@ -74,9 +74,20 @@ def record_weights(fs, out_dir: Path, exp_name: str) -> list[str]:
         partial = out_dir / f".{name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         fs.get(path, str(partial), recursive=True)
+        (partial / "training_args.bin").unlink(missing_ok=True)  # the trainer's pickle: never loaded, not committed
+        shutil.rmtree(out_dir / name, ignore_errors=True)
         os.replace(partial, out_dir / name)
         recorded.append(name)
     return recorded
+
+
+def _size(fs, path: str) -> int:
+    """A file's size; the files of a directory output have none in DVC's index until opened from the cache."""
+    size = fs.size(path)
+    if size is None:
+        with fs.open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+    return size
 
 
 def write_baseline(records: Path) -> dict[str, Any]:
