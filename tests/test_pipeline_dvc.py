@@ -102,7 +102,7 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     assert 0 <= metrics["test"]["tuned"]["context_recall"] <= 1
     generation = json.loads((root / "metrics" / "generation.json").read_text())
     assert set(generation) == {"test"} and set(generation["test"]) == {"base", "sft"}
-    assert set(generation["test"]["sft"]) == {"em", "em_any", "cosine", "cosine_minilm", "origin"}
+    assert set(generation["test"]["sft"]) == {"em", "em_any", "em_official", "f1", "cosine", "cosine_minilm", "origin"}
     math = json.loads((root / "metrics" / "math.json").read_text())
     assert set(math) == {"base", "sft", "teacher"} and 0 <= math["sft"]["accuracy"] <= 1
     # the RAG system: every retriever's hit@k, every retriever+generator's answers, the router, the served judge
@@ -110,7 +110,8 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     retrievers, generators = ["bm25", "base", "tuned", "hybrid"], ["base", "sft"]
     assert set(rag["test"]) == set(retrievers) | {f"{r}+{g}" for r in retrievers for g in generators}
     assert set(rag["test"]["bm25"]) == {"hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"}
-    assert set(rag["test"]["hybrid+sft"]) == {"em", "em_any", "cosine", "cosine_minilm", "origin", "origin_gold"}  # no judge here (see dvc_repo)
+    assert set(rag["test"]["hybrid+sft"]) == {"em", "em_any", "em_official", "f1", "cosine", "cosine_minilm", "origin",
+                                              "origin_gold"}  # no judge here (see dvc_repo)
     assert rag["routing"]["embedding"]["routing_accuracy"] >= 0.9  # English maths vs Chinese reading questions
     assert rag["judge"].startswith("none")  # skipped, and said so
     distill = json.loads((root / "data" / "distill" / "report.json").read_text())
