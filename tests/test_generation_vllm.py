@@ -127,7 +127,10 @@ def test_hf_generate_and_vllm_agree_with_lora_and_merged_serving(tiny_llm, mirro
     On the 8 training chats the adapter's margin is wide, so all 8 must agree exactly; on 8 chats it
     never saw (a random model's babble, where two tokens can score within rounding of each other) at
     least 7. A different chat template, system prompt, special or stop token, or a sampling default
-    (a repetition penalty from generation_config.json) makes them disagree nearly everywhere."""
+    (a repetition penalty from generation_config.json) makes them disagree nearly everywhere.
+
+    vLLM serves in float32 here, as the reference runs: ``dtype: auto`` is bfloat16 on a CPU with AMX, whose
+    rounding flips near-ties in the babble (5 of 8 agreed on an AMX Xeon) while the trained chats still agree."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -144,7 +147,8 @@ def test_hf_generate_and_vllm_agree_with_lora_and_merged_serving(tiny_llm, mirro
 
     served = {}
     for mode in ("lora", "merged"):
-        serving = typed({"serving": {"max_model_len": 1024, "startup_timeout_s": 300, "adapter": mode}}).serving
+        serving = typed({"serving": {"max_model_len": 1024, "startup_timeout_s": 300, "adapter": mode,
+                                     "dtype": "float32"}}).serving
         for system, endpoint in local_endpoints(["sft"], tiny_llm, learned_adapter, serving,
                                                 trust_remote_code=False, log_dir=tmp_path / mode):
             served[mode] = chat_all(endpoint, chats, max_tokens=16)

@@ -17,6 +17,7 @@ from typing import Any
 from raglab.core.prompts import chat_messages
 from raglab.core.report import StageReport, last_logged
 from raglab.models.trainer import (
+    DataParallel,
     checkpoint_to_resume,
     last_checkpoint,
     live_callback,
@@ -132,7 +133,8 @@ def train_lora(base: dict[str, Any], hp: TrainLlm, train_rows: list[dict], val_r
     precision = training_precision(hp.mixed_precision, "train_llm")
     tokenizer, model = load_base(base)
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
-    resume = checkpoint_to_resume(checkpoint_dir, fingerprint)
+    procs = DataParallel()  # one of num_processes processes (torchrun), or the only one
+    resume = procs.share(checkpoint_to_resume(checkpoint_dir, fingerprint) if procs.first else None)
     if resume:
         log.info("resuming from the last checkpoint in %s", checkpoint_dir)
     config = SFTConfig(
