@@ -152,10 +152,6 @@ class Assistant:
                     reply.finish_reason = choice.finish_reason
         reply.timings["generation_s"] = time.perf_counter() - started
 
-    def answer(self, question: str) -> Reply:
-        """One question, no history: routed, retrieved and answered."""
-        return self.generate(self.prepare([{"role": "user", "content": question}]))
-
 
 def _add_usage(usage: dict[str, int], counted) -> None:
     if counted is not None:
