@@ -22,12 +22,13 @@ import click
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+FP32 = {"mixed_precision": "fp32"}
 VARIANTS = {  # name -> (changes to the profile's train_llm, use trl's SFTTrainer as it is)
-    "trl SFTTrainer, all layers": ({"lora_layers": None}, True),
-    "answer-only loss, all layers": ({"lora_layers": None}, False),
-    "answer-only loss, last 8 layers": ({"lora_layers": 8}, False),
+    "trl SFTTrainer, all layers": ({"lora_layers": None, **FP32}, True),
+    "answer-only loss, all layers": ({"lora_layers": None, **FP32}, False),
+    "answer-only loss, last 8 layers": ({"lora_layers": 8, **FP32}, False),
     "answer-only loss, last 8 layers, batch 4": ({"lora_layers": 8, "batch_size": 4,
-                                                  "gradient_accumulation_steps": 2}, False),
+                                                  "gradient_accumulation_steps": 2, **FP32}, False),
     "answer-only loss, last 8 layers, bf16 autocast": ({"lora_layers": 8, "mixed_precision": "bf16"}, False),
 }
 
@@ -42,9 +43,12 @@ def main(model_dir: str, cmrc_file: str, records: int, only: tuple[str, ...]) ->
     import torch
     from trl import SFTTrainer
 
+    from raglab.core.machine import bf16_flags
     from raglab.generator import train as llm_training
     from raglab.generator.sft import alpaca_record, validate_rc
     from raglab.generator.train import conversation, train_lora
+    from raglab.params.loader import merge
+    from raglab.params.pipeline import TrainLlm
 
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     profile = yaml.safe_load((REPO / "profiles" / "cpu-qwen.yaml").read_text(encoding="utf-8"))
@@ -57,14 +61,15 @@ def main(model_dir: str, cmrc_file: str, records: int, only: tuple[str, ...]) ->
     prompt = params["prompt"]
     data = [conversation(alpaca_record(e, prompt["template"], prompt["system"]))
             for e in validate_rc(rows[:records], StageReport("bench"))]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data)} records")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data)} records, "
+          f"CPU bf16 flags: {', '.join(bf16_flags()) or 'none'}")
     own = llm_training.answer_only_trainer_class
     base = {"model": model_dir, "revision": None, "trust_remote_code": False}
     for name, (changes, plain_trl) in VARIANTS.items():
         if only and name not in only:
             continue
-        hp = {**params["train_llm"], **profile["train_llm"], "epochs": 1, "logging_steps": 1, "save_steps": 10**6,
-              "warmup_steps": 0, **changes}
+        hp = TrainLlm.model_validate(merge(params["train_llm"], {**profile["train_llm"], "epochs": 1, "logging_steps": 1,
+                                                                 "save_steps": 10**6, "warmup_steps": 0, **changes}))
         llm_training.answer_only_trainer_class = (lambda: SFTTrainer) if plain_trl else own
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
