@@ -14,7 +14,7 @@ from raglab.evaluation.answers import EXACT_METRICS, CosineColumns, answer_score
 from raglab.evaluation.judge import METRICS as JUDGE_METRICS
 from raglab.evaluation.judge import NOTES as JUDGE_NOTES
 from raglab.evaluation.judge import judge_scores
-from raglab.evaluation.metrics import hit_at, mean_scores, mrr_at, origin_score
+from raglab.evaluation.metrics import hit_at, mean_scores, mrr_at, origin_score, percentiles
 from raglab.evaluation.stage import score_command
 from raglab.params.schema import Params
 from raglab.rag.routing import routing_accuracy
@@ -34,7 +34,8 @@ def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageRep
                      for r in rows]
             scores = [{**{f"hit@{k}": hit_at(rank, k) for k in p.hit_at}, f"mrr@{depth}": mrr_at(rank, depth)}
                       for rank in ranks]
-            metrics.setdefault(split, {})[retriever] = {k: round(v, 5) for k, v in mean_scores(scores).items()}
+            metrics.setdefault(split, {})[retriever] = {**{k: round(v, 5) for k, v in mean_scores(scores).items()},
+                                                        **percentiles(rows, "rerank_s", "rerank_s")}
             write_jsonl(per_query_dir / split / "retrieval" / f"{retriever}.jsonl",
                         ({"id": r["id"], "question": r["question"], "gold_rank": rank, **s}
                          for r, rank, s in zip(rows, ranks, scores)))

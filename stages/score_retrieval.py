@@ -1,5 +1,6 @@
 """Stage `score_retrieval`: context recall (ragas, non-LLM), context relevance, hit@k, MRR@k and nDCG@k of
-each embedder system over each eval split; metrics keyed `split -> system -> metric`."""
+each retriever over each eval split, and the p50 / p95 seconds of a reranked retriever's reranking per query;
+metrics keyed `split -> system -> metric`."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from tqdm import tqdm
 from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
-from raglab.evaluation.metrics import mean_scores, retrieval_scores
+from raglab.evaluation.metrics import mean_scores, percentiles, retrieval_scores
 from raglab.evaluation.stage import score_command
 from raglab.params.schema import Params
 
@@ -26,7 +27,8 @@ def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageRep
             report.add_read(f"{split}/{system}", len(rows))
             scores = [retrieval_scores([h["text"] for h in r["retrieved"]], r["gold"], **kwargs)
                       for r in tqdm(rows, desc=f"score {split}/{system}", leave=False)]
-            metrics.setdefault(split, {})[system] = {k: round(v, 5) for k, v in mean_scores(scores).items()}
+            metrics.setdefault(split, {})[system] = {**{k: round(v, 5) for k, v in mean_scores(scores).items()},
+                                                     **percentiles(rows, "rerank_s", "rerank_s")}
             for i, (r, s) in enumerate(zip(rows, scores)):
                 entry = per_query.setdefault(i, {"query": r["query"], "gold": r["gold"]})
                 entry[system] = {"top1": r["retrieved"][0]["text"] if r["retrieved"] else None, **s}

@@ -41,8 +41,8 @@ def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_r
     return train, evaluation
 
 
-def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tuned_embedder: str, base_dir: str,
-            adapter: str, out: Path, report: StageReport) -> None:
+def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, tuned_embedder: str,
+            tuned_reranker: str, base_dir: str, adapter: str, out: Path, report: StageReport) -> None:
     rag, serving = params.rag, params.serving
     router = rag.router
     if router.kind == "llm" and router.endpoint is None and BASE_NAME not in rag.generators:
@@ -61,7 +61,8 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
     # the system over each split's knowledge base (each embedder loaded once); every retriever ranks to rank_depth
     ranked, systems, shared = {}, {}, None
     for split, (rows, kb) in splits.items():
-        systems[split] = shared = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, shared=shared)
+        systems[split] = shared = RagSystem.build(params, kb, tuned_embedder=tuned_embedder,
+                                                  tuned_reranker=tuned_reranker, shared=shared)
         position = {text: i for i, text in enumerate(kb)}
         questions = [row["question"] for row in rows]
         for name in rag.retrievers:
@@ -70,6 +71,10 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
             results = [{"id": row["id"], "question": row["question"], "gold_passage": position[row["context"]],
                         "ranked": [{"passage": j, "score": round(score, 6)} for j, score in ranking]}
                        for row, ranking in zip(rows, rankings)]
+            if "+" in name:  # the time each question's reranking took
+                seconds = systems[split].retrievers.reranker(name.partition("+")[2]).seconds[-len(rows):]
+                for result, s in zip(results, seconds):
+                    result["rerank_s"] = round(s, 5)
             report.add_wrote(f"{split}/retrieval/{name}.jsonl",
                              write_jsonl(out / split / "retrieval" / f"{name}.jsonl", results))
 
@@ -129,18 +134,20 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
               help="The LoRA adapter (train_llm).")
 @click.option("--embedder", "embedder_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="The tuned embedder (train_embed).")
+@click.option("--reranker", "reranker_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The tuned cross-encoder (train_rerank).")
 @click.option("--math", "math_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="distill_cot's output (its eval questions are the router's held-out maths questions).")
 @click.option("--gsm8k", "gsm8k_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="download's GSM8K folder (the router's training maths questions).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def main(params_file: str, sft_dir: str, base_dir: str, adapter_dir: str, embedder_dir: str, math_dir: str,
-         gsm8k_dir: str, out_dir: str) -> None:
+def main(params_file: str, sft_dir: str, base_dir: str, adapter_dir: str, embedder_dir: str, reranker_dir: str,
+         math_dir: str, gsm8k_dir: str, out_dir: str) -> None:
     """Run the RAG system's grid of retrievers x generators and its router over the eval questions."""
     out = Path(out_dir)
     with StageReport("serve_infer_rag", out / "report.json") as report:
-        run_rag(load_params(params_file), Path(sft_dir), Path(math_dir), Path(gsm8k_dir), embedder_dir, base_dir,
-                adapter_dir, out, report)
+        run_rag(load_params(params_file), Path(sft_dir), Path(math_dir), Path(gsm8k_dir), embedder_dir, reranker_dir,
+                base_dir, adapter_dir, out, report)
 
 
 if __name__ == "__main__":

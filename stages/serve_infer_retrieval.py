@@ -1,5 +1,7 @@
-"""Stage `serve_infer_retrieval`: each embedder system (`base` = the untuned model, `tuned` = train_embed's
-output) encodes the knowledge base and the queries of each eval split; faiss returns the top-k passages."""
+"""Stage `serve_infer_retrieval`: each retriever of `serve_infer.retrieval.systems` (`base` = the untuned
+embedder, `tuned` = train_embed's output, bm25, hybrid, each optionally reranked: `tuned+rerank` reorders the
+tuned embedder's `rerank.candidates` best with train_rerank's cross-encoder) ranks each eval split's knowledge
+base for its queries; a reranked row records the time its reranking took."""
 
 from pathlib import Path
 
@@ -10,28 +12,34 @@ from raglab.core.formats import read_jsonl, read_lines, write_jsonl
 from raglab.core.report import StageReport
 from raglab.params.loader import load_params
 from raglab.params.schema import Params
-from raglab.retriever.search import EmbedderConfig, load_embedder, retrieve
+from raglab.retriever.systems import Retrievers
 
 
 def eval_splits(embed_dir: Path) -> list[str]:
     return sorted(p.name for p in embed_dir.iterdir() if (p / "eval.jsonl").is_file() and (p / "kb.txt").is_file())
 
 
-def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, out: Path, report: StageReport) -> None:
+def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, tuned_reranker: str, out: Path,
+                  report: StageReport) -> None:
     top_k = params.serve_infer.retrieval.top_k
-    systems = {"base": EmbedderConfig.of(params.embedder),
-               "tuned": EmbedderConfig.of(params.embedder, model=tuned_embedder, revision=None)}
     data = {s: (read_jsonl(embed_dir / s / "eval.jsonl"), read_lines(embed_dir / s / "kb.txt")) for s in eval_splits(embed_dir)}
     if not data:
         raise click.ClickException(f"{embed_dir} holds no eval split (a folder with eval.jsonl and kb.txt)")
+    shared = None
     for split, (rows, kb) in data.items():
         report.add_read(f"{split}/eval.jsonl", len(rows))
         report.add_read(f"{split}/kb.txt", len(kb))
-    for system, cfg in systems.items():
-        embedder = load_embedder(cfg)
-        for split, (rows, kb) in data.items():
-            hits = retrieve(embedder, [r["query"] for r in rows], kb, top_k)
-            results = [{"query": r["query"], "gold": r["corpus"][0], "retrieved": h} for r, h in zip(rows, hits)]
+        shared = retrievers = Retrievers(kb, params, tuned_embedder, tuned_reranker, shared=shared)
+        queries = [r["query"] for r in rows]
+        for system in params.serve_infer.retrieval.systems:
+            rankings = retrievers.search(system, queries, top_k)
+            results = [{"query": r["query"], "gold": r["corpus"][0],
+                        "retrieved": [{"text": kb[j], "score": round(s, 6)} for j, s in ranking]}
+                       for r, ranking in zip(rows, rankings)]
+            if "+" in system:  # the time each query's reranking took
+                seconds = retrievers.reranker(system.partition("+")[2]).seconds[-len(rows):]
+                for result, s in zip(results, seconds):
+                    result["rerank_s"] = round(s, 5)
             name = f"{split}/{system}.jsonl"
             report.add_wrote(name, write_jsonl(out / name, results))
 
@@ -42,12 +50,14 @@ def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, out: Pat
               help="build_embed_negatives' output (a folder per eval split).")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="The tuned embedder (train_embed).")
+@click.option("--reranker", "reranker_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The tuned cross-encoder (train_rerank).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def main(params_file: str, eval_dir: str, model_dir: str, out_dir: str) -> None:
-    """Rank each eval split's knowledge base for its queries with the untuned and the tuned embedder."""
+def main(params_file: str, eval_dir: str, model_dir: str, reranker_dir: str, out_dir: str) -> None:
+    """Rank each eval split's knowledge base for its queries with every retriever of serve_infer.retrieval."""
     out = Path(out_dir)
     with StageReport("serve_infer_retrieval", out / "report.json") as report:
-        run_retrieval(load_params(params_file), Path(eval_dir), model_dir, out, report)
+        run_retrieval(load_params(params_file), Path(eval_dir), model_dir, reranker_dir, out, report)
 
 
 if __name__ == "__main__":

@@ -173,3 +173,19 @@ def test_cosine_embedder_params_are_checked(typed):
     typed({"score": {"generation": {"also_cosine": {"name": None, **flag, "model": None}}}})  # none: not checked
     with pytest.raises(ParamsError):
         typed({"score": {"generation": {"also_cosine": {"name": "Bad name", **flag}}}})
+
+
+def test_percentiles_by_nearest_rank_name_their_unit_and_skip_rows_without_the_key():
+    from raglab.evaluation.metrics import percentiles
+
+    rows = [{"completion_tokens": n} for n in range(1, 101)] + [{"completion_tokens": None}, {}]
+    assert percentiles(rows, "completion_tokens", "completion_tokens") == {"completion_tokens_p50": 50,
+                                                                           "completion_tokens_p95": 95}
+    # p95 <= 64 exactly when at least 95 % of the answers are within 64 tokens
+    short = [{"completion_tokens": 64}] * 95 + [{"completion_tokens": 500}] * 5
+    assert percentiles(short, "completion_tokens", "completion_tokens")["completion_tokens_p95"] == 64
+    longer = [{"completion_tokens": 64}] * 94 + [{"completion_tokens": 500}] * 6
+    assert percentiles(longer, "completion_tokens", "completion_tokens")["completion_tokens_p95"] == 500
+    assert percentiles([{"rerank_s": 0.2}, {"rerank_s": 0.1}], "rerank_s", "rerank_s") == {"rerank_p50_s": 0.1,
+                                                                                         "rerank_p95_s": 0.2}
+    assert percentiles([{}], "rerank_s", "rerank_s") == {}

@@ -30,7 +30,7 @@ from raglab.params.loader import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_STAGES = {"download@data", "download@llm", "download@teacher", "build_sft", "distill_cot",
-              "build_embed_negatives", "train_llm", "train_embed", "serve_infer_retrieval", "serve_infer_generation",
+              "build_embed_negatives", "train_llm", "train_embed", "train_rerank", "serve_infer_retrieval", "serve_infer_generation",
               "serve_infer_math", "serve_infer_rag", "score_retrieval", "score_generation", "score_math", "score_rag"}
 
 pytestmark = pytest.mark.slow
@@ -98,8 +98,10 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     first_metrics = {name: json.loads((root / "metrics" / f"{name}.json").read_text())
                      for name in ("retrieval", "generation", "math", "rag")}
     metrics = json.loads((root / "metrics" / "retrieval.json").read_text())
-    assert set(metrics) == {"test", "val"} and set(metrics["test"]) == {"base", "tuned"}
+    assert set(metrics) == {"test", "val"}
+    assert set(metrics["test"]) == {"base", "tuned", "tuned+base_rerank", "tuned+rerank"}
     assert 0 <= metrics["test"]["tuned"]["context_recall"] <= 1
+    assert metrics["test"]["tuned+rerank"]["rerank_p50_s"] > 0 and "rerank_p50_s" not in metrics["test"]["tuned"]
     generation = json.loads((root / "metrics" / "generation.json").read_text())
     assert set(generation) == {"test"} and set(generation["test"]) == {"base", "sft"}
     assert set(generation["test"]["sft"]) == {"em", "em_any", "em_official", "f1", "cosine", "cosine_minilm", "origin"}
@@ -107,7 +109,7 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     assert set(math) == {"base", "sft", "teacher"} and 0 <= math["sft"]["accuracy"] <= 1
     # the RAG system: every retriever's hit@k, every retriever+generator's answers, the router, the served judge
     rag = json.loads((root / "metrics" / "rag.json").read_text())
-    retrievers, generators = ["bm25", "base", "tuned", "hybrid"], ["base", "sft"]
+    retrievers, generators = ["bm25", "base", "tuned", "hybrid", "hybrid+rerank"], ["base", "sft"]
     assert set(rag["test"]) == set(retrievers) | {f"{r}+{g}" for r in retrievers for g in generators}
     assert set(rag["test"]["bm25"]) == {"hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"}
     assert set(rag["test"]["hybrid+sft"]) == {"em", "em_any", "em_official", "f1", "cosine", "cosine_minilm", "origin",
@@ -142,8 +144,8 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     set_params(root / "params.yaml", [("train_embed.learning_rate", 2.0e-4)])
     third = run(["dvc", "repro"], root, env)
     # the retriever's stages and the RAG system's (which retrieves with it); the generation and maths tracks do not
-    assert stages_run(third) == {"train_embed", "serve_infer_retrieval", "score_retrieval", "serve_infer_rag",
-                                 "score_rag"}
+    assert stages_run(third) == {"train_embed", "train_rerank", "serve_infer_retrieval", "score_retrieval",
+                                 "serve_infer_rag", "score_rag"}  # the reranker mines with the tuned embedder
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root, env))
     assert "metrics/train_embed.json" in diff, diff
@@ -188,7 +190,8 @@ def test_tuned_embedder_loads_in_flagembedding_and_sentence_transformers(dvc_rep
 
 # Every params group, one value changed -> the stages that must run: those that read it, and their descendants.
 RAG = {"serve_infer_rag", "score_rag"}  # the RAG system reads both models, so both tracks re-run it
-RETRIEVER = {"train_embed", "serve_infer_retrieval", "score_retrieval"} | RAG
+RERANKED = {"serve_infer_retrieval", "score_retrieval"} | RAG  # what reads the reranker
+RETRIEVER = {"train_embed", "train_rerank"} | RERANKED
 GENERATOR = {"train_llm", "serve_infer_generation", "serve_infer_math", "score_generation", "score_math"} | RAG
 INVALIDATION = {
     "download.limit": {"download@data", "build_sft", "distill_cot", "build_embed_negatives"} | RETRIEVER | GENERATOR,
@@ -202,6 +205,9 @@ INVALIDATION = {
     "distill_cot.teacher.revision": {"download@teacher", "distill_cot"} | GENERATOR,
     "train_embed.learning_rate": RETRIEVER,
     "train_llm.learning_rate": GENERATOR,
+    "train_rerank.learning_rate": {"train_rerank"} | RERANKED,
+    "reranker.max_len": {"train_rerank"} | RERANKED,
+    "rerank.candidates": RERANKED,
     "serving.concurrency": {"distill_cot"} | GENERATOR,
     "serve_infer.retrieval.top_k": {"serve_infer_retrieval", "score_retrieval"},
     "serve_infer.generation.max_tokens": {"serve_infer_generation", "score_generation"},

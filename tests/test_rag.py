@@ -14,9 +14,10 @@ from fake_openai import Action, FakeOpenAI, ragas_input, schema_title, user_text
 from raglab.core.report import StageReport
 from raglab.rag.kb import read_kb, unique_passages, write_kb
 from raglab.rag.routing import MATH, RAG, EmbeddingRouter, route_from_reply, routing_accuracy
-from raglab.rag.system import Retrievers, rag_messages
+from raglab.rag.system import rag_messages
 from raglab.retriever.data import seeded_group_split
 from raglab.retriever.search import BM25Index, reciprocal_rank_fusion, words
+from raglab.retriever.systems import Retrievers
 from raglab.serving.cache import ResponseCache
 
 KB = ["林晓是一位建筑师，出生于苏州，代表作是《远山》。",
@@ -54,7 +55,9 @@ def test_retrievers_grid_over_one_knowledge_base(minilm_dir, typed):
                                  "batch_size": 8},
                     "rag": {"hybrid": {"of": ["bm25", "base"], "weights": None, "rrf_k": 60}}})
     retrievers = Retrievers(KB, params)
-    assert retrievers.available() == ["bm25", "base", "hybrid"]  # no tuned embedder given
+    # no tuned embedder or reranker given: each first stage alone or reordered by the base cross-encoder
+    assert retrievers.available() == ["bm25", "base", "hybrid", "bm25+base_rerank", "base+base_rerank",
+                                      "hybrid+base_rerank"]
     with pytest.raises(ValueError, match="unknown retriever 'tuned'"):
         retrievers.search("tuned", QUESTIONS, 2)
     bm25, dense, hybrid = (retrievers.search(name, QUESTIONS, 3) for name in ("bm25", "base", "hybrid"))
@@ -257,10 +260,11 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
         p["embedder"] = embedder
         p["build_sft"].update(train_split="validation", eval_split="validation", eval_size=0.3, max_eval=6)
         p["rag"].update(
-            retrievers=["bm25", "tuned", "hybrid"], generators=[], max_answers=4,
+            retrievers=["bm25", "tuned", "hybrid", "bm25+rerank"], generators=[], max_answers=4,
             external=[{"name": "hosted", "base_url": server.base_url, "model": "gen-1"}],
             router={**p["rag"]["router"], "kind": "llm",
                     "endpoint": {"name": "router", "base_url": server.base_url, "model": "router-1"}})
+        p["reranker"].update(model=minilm_dir, revision=None, max_len=128)  # its head untrained: order only
         p["score"]["rag"]["judge"].update(kind="endpoint", base_url=server.base_url, model="judge-1", strictness=1)
         p["score"]["generation"]["cosine_embedder"] = {"library": "flagembedding", **{k: embedder[k] for k in (
             "model", "revision", "pooling", "query_max_len", "passage_max_len", "batch_size")}}
@@ -277,14 +281,17 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
             (build_sft.main, ["--source", str(tmp_path / "raw" / "cmrc2018"), "--out", str(tmp_path / "sft")]),
             (serve_infer_rag.main, ["--eval", str(tmp_path / "sft"), "--adapter", str(tmp_path / "models"),
                                 "--base", str(tmp_path / "models"), "--embedder", minilm_dir,
-                                "--math", str(tmp_path / "distill"), "--gsm8k", str(tmp_path / "raw" / "gsm8k"),
+                                "--reranker", minilm_dir, "--math", str(tmp_path / "distill"), "--gsm8k", str(tmp_path / "raw" / "gsm8k"),
                                 "--out", str(tmp_path / "infer")]),
             (score_rag.main, ["--infer", str(tmp_path / "infer"), "--metrics", str(tmp_path / "rag.json"),
                           "--plot", str(tmp_path / "rag.csv"), "--per-query", str(tmp_path / "score")])]:
             result = runner.invoke(command, ["--params", str(params_file), *args], catch_exceptions=False)
             assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "rag.json").read_text())
-    assert set(metrics["test"]) == {"bm25", "tuned", "hybrid", "bm25+hosted", "tuned+hosted", "hybrid+hosted"}
+    assert set(metrics["test"]) == {"bm25", "tuned", "hybrid", "bm25+rerank", "bm25+hosted", "tuned+hosted",
+                                    "hybrid+hosted", "bm25+rerank+hosted"}
+    assert metrics["test"]["bm25+rerank"]["rerank_p95_s"] >= metrics["test"]["bm25+rerank"]["rerank_p50_s"] > 0
+    assert "rerank_p50_s" not in metrics["test"]["bm25"]
     answers = read_jsonl(tmp_path / "infer" / "test" / "bm25+hosted.jsonl")
     kb = read_kb(tmp_path / "sft" / "eval" / "test_kb.jsonl")
     assert len(answers) == 4 and all(len(a["passages"]) == min(3, len(kb)) for a in answers), len(kb)  # top_k

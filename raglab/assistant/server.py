@@ -60,9 +60,9 @@ def generator_error(e: Exception) -> APIError:
 
 def _log_request(status: int, reply: Reply | None, started: float, note: str = "") -> None:
     t = {k: round(v * 1000) for k, v in (reply.timings if reply else {}).items()}
-    log.info("assistant: status %d route %s route_ms %s retrieval_ms %s generation_ms %s tokens %s+%s total_ms %d%s",
-             status, reply.route if reply else "-", t.get("route_s", "-"), t.get("retrieval_s", "-"),
-             t.get("generation_s", "-"), reply.usage["prompt_tokens"] if reply else 0,
+    log.info("assistant: status %d route %s route_ms %s retrieval_ms %s rerank_ms %s generation_ms %s tokens %s+%s "
+             "total_ms %d%s", status, reply.route if reply else "-", t.get("route_s", "-"), t.get("retrieval_s", "-"),
+             t.get("rerank_s", "-"), t.get("generation_s", "-"), reply.usage["prompt_tokens"] if reply else 0,
              reply.usage["completion_tokens"] if reply else 0, round((time.perf_counter() - started) * 1000),
              f" ({note})" if note else "")
 

@@ -26,7 +26,7 @@ log = logging.getLogger("raglab")
 
 # where the pipeline leaves what the assistant needs, relative to the repository
 PATHS = {"params": "params.yaml", "kb": "data/sft/eval/test_kb.jsonl", "embedder": "models/embedder",
-         "llm": "models/base/llm", "adapter": "models/llm-adapter", "router": "data/infer/rag/router"}
+         "reranker": "models/reranker", "llm": "models/base/llm", "adapter": "models/llm-adapter", "router": "data/infer/rag/router"}
 
 
 def materialise(rev: str | None, cache: Path) -> dict[str, Path]:
@@ -49,7 +49,7 @@ class Reply:
     answer: str
     route: str
     passages: list[dict] = field(default_factory=list)  # {"text", "score"}, best first
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: route, retrieval, generation
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: route, retrieval (rerank), generation
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     finish_reason: str = "stop"
 
@@ -71,7 +71,7 @@ class Assistant:
     distillation prompt (maths)."""
 
     def __init__(self, params: Params, kb: list[str], tuned_embedder: str | None, router_dir: str | None,
-                 endpoint: Endpoint, retriever: str):
+                 endpoint: Endpoint, retriever: str, tuned_reranker: str | None = None):
         from openai import OpenAI
 
         self.params, self.endpoint = params, endpoint
@@ -79,9 +79,10 @@ class Assistant:
         if self.rag.router.kind == "embedding" and router_dir is None:
             raise click.ClickException("the embedding router is trained by serve_infer_rag: run the pipeline "
                                        "(or make demo and --rev demo), or set rag.router.kind llm")
-        self.system = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, router_dir=router_dir)
+        self.system = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, tuned_reranker=tuned_reranker,
+                                      router_dir=router_dir)
         if retriever not in self.system.retrievers.available():
-            raise click.ClickException(f"assistant.retriever {retriever!r} needs a trained embedder "
+            raise click.ClickException(f"assistant.retriever {retriever!r} needs a trained model "
                                        f"(available: {self.system.retrievers.available()})")
         self.retriever = retriever
         self.client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key(),
@@ -116,8 +117,12 @@ class Assistant:
         started = time.perf_counter()
         with self.search_lock:
             (ranking,) = self.system.rank(self.retriever, [question])
+            second = self.retriever.partition("+")[2]
+            rerank_s = self.system.retrievers.reranker(second).seconds[-1] if second else None
         reply.passages = [{"text": self.system.retrievers.kb[j], "score": round(score, 4)} for j, score in ranking]
-        reply.timings["retrieval_s"] = time.perf_counter() - started
+        reply.timings["retrieval_s"] = time.perf_counter() - started  # the first stage and the reranking
+        if rerank_s is not None:
+            reply.timings["rerank_s"] = rerank_s
         chat = self.system.generator_chat(question, [p["text"] for p in reply.passages])
         return Turn(reply, chat[:-1] + history + chat[-1:], max_tokens or self.rag.max_tokens, temperature)
 
@@ -181,10 +186,16 @@ def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitSta
     stack.callback(systems.close)  # stops the server
     _, endpoint = next(systems)
     tuned = str(found["embedder"]) if "embedder" in found else None
-    retriever = a.retriever if tuned or a.retriever in ("bm25", "base") else "bm25"
-    if retriever != a.retriever:
+    reranker = str(found["reranker"]) if "reranker" in found else None
+    first, plus, second = a.retriever.partition("+")
+    if not tuned and first not in ("bm25", "base"):
         log.warning("assistant: no trained embedder (%s): retrieving with bm25", PATHS["embedder"])
-    assistant = Assistant(params, read_kb(found["kb"]), tuned, found.get("router"), endpoint, retriever)
+        first = "bm25"
+    if second == "rerank" and not reranker:
+        log.warning("assistant: no trained reranker (%s): no second stage", PATHS["reranker"])
+        plus = second = ""
+    retriever = first + plus + second
+    assistant = Assistant(params, read_kb(found["kb"]), tuned, found.get("router"), endpoint, retriever, reranker)
     log.info("assistant: %d passages, retriever %s, generator %s (%s), router %s", len(assistant.system.retrievers.kb),
              retriever, generator, SFT_NAME if generator == SFT_NAME else "base weights",
              params.rag.router.kind)

@@ -119,6 +119,20 @@ def mean_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
 
 
+def percentiles(rows: Sequence[dict], key: str, name: str) -> dict[str, float]:
+    """``{name}_p50`` and ``{name}_p95`` (nearest rank) of what ``rows`` recorded under ``key`` (``{}`` where
+    none did); a name ending in ``_s`` (seconds) keeps it last: ``rerank_p50_s``."""
+    values = sorted(r[key] for r in rows if r.get(key) is not None)
+    if not values:
+        return {}
+    stem, unit = (name[:-2], "_s") if name.endswith("_s") else (name, "")
+
+    def at(q: float) -> float:
+        return values[max(0, math.ceil(q * len(values)) - 1)]
+
+    return {f"{stem}_p50{unit}": round(at(0.50), 5), f"{stem}_p95{unit}": round(at(0.95), 5)}
+
+
 # --- generation (reading comprehension) ---------------------------------------------------
 
 def exact_match(prediction: str, gold: str) -> float:

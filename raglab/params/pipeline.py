@@ -25,6 +25,15 @@ def _has_question(v: str) -> str:
 QuestionPrompt = Annotated[str, AfterValidator(_has_question)]  # a prompt the question is filled into
 
 
+def _rank_window(v: list[int]) -> list[int]:
+    if not 0 <= v[0] < v[1]:
+        raise ValueError(f"the rank window [lo, hi) needs 0 <= lo < hi, got {v}")
+    return v
+
+
+RankWindow = Annotated[list[int], Field(min_length=2, max_length=2), AfterValidator(_rank_window)]  # [lo, hi)
+
+
 class Group(BaseModel):
     """A parameter group, as the stages read it: typed attributes, checked once, read-only."""
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=(), frozen=True)
@@ -98,6 +107,16 @@ class Embedder(Group):
     trust_remote_code: bool
 
 
+class Reranker(Group):
+    """The base cross-encoder: what train_rerank fine-tunes, and what ``X+base_rerank`` retrievers use as is."""
+    model: str
+    revision: str | None
+    max_len: int = PositiveInt()  # query + passage tokens at inference
+    query_instruction: str | None
+    batch_size: int = PositiveInt()
+    trust_remote_code: bool
+
+
 class BuildEmbedNegatives(Group):
     source: str = Field(min_length=1)
     split_by: Literal["row", "passage"]
@@ -106,16 +125,9 @@ class BuildEmbedNegatives(Group):
     val_size: float = Field(ge=0, lt=1)
     negatives: Literal["random", "hard"]
     num_negatives: int = PositiveInt()
-    hard_negative_ranks: list[int] = Field(min_length=2, max_length=2)
+    hard_negative_ranks: RankWindow
     hard_negative_max_ratio: float | None = Field(gt=0)
     kb_lines: Literal["unique", "per_query"]
-
-    @field_validator("hard_negative_ranks")
-    @classmethod
-    def _window(cls, v: list[int]) -> list[int]:
-        if not 0 <= v[0] < v[1]:
-            raise ValueError(f"the rank window [lo, hi) needs 0 <= lo < hi, got {v}")
-        return v
 
 
 class BuildSft(Group):
@@ -184,6 +196,19 @@ class TrainEmbed(Trainer):
     add_unknown_chars: int = Field(ge=0)
     save_steps: int = PositiveInt()
     num_processes: int = PositiveInt()
+
+
+class TrainRerank(Trainer):
+    negatives: Literal["rows", "mined"]  # rows: build_embed_negatives' | mined: the tuned embedder's top candidates
+    mined_ranks: RankWindow  # mined: rank window [lo, hi) sampled from
+    num_negatives: int = PositiveInt()  # mined: negatives kept per query
+    train_group_size: int = Field(ge=2)  # 1 positive + negatives per query (cross-entropy over the group)
+    query_max_len: int = PositiveInt()
+    passage_max_len: int = PositiveInt()
+    weight_decay: float = Field(ge=0)
+    mixed_precision: Literal["auto", "fp32", "fp16", "bf16"]
+    add_unknown_chars: int = Field(ge=0)
+    save_steps: int = PositiveInt()
 
 
 class Mixture(Group):

@@ -23,10 +23,12 @@ from raglab.params.pipeline import (
     Group,
     Model,
     Prompt,
+    Reranker,
     TrainEmbed,
     TrainLlm,
+    TrainRerank,
 )
-from raglab.params.serving import Assistant, Rag, Score, ServeInfer, Serving
+from raglab.params.serving import Assistant, Rag, Rerank, Score, ServeInfer, Serving
 
 
 class Params(Group):
@@ -34,13 +36,16 @@ class Params(Group):
     prompt: Prompt
     llm: Model
     embedder: Embedder
+    reranker: Reranker
     build_embed_negatives: BuildEmbedNegatives
     build_sft: BuildSft
     distill_cot: DistillCot
     train_embed: TrainEmbed
+    train_rerank: TrainRerank
     train_llm: TrainLlm
     serving: Serving
     serve_infer: ServeInfer
+    rerank: Rerank
     rag: Rag
     score: Score
     assistant: Assistant
@@ -55,6 +60,14 @@ class Params(Group):
             raise ValueError(f"rag.top_k ({rag.top_k}) must not exceed rag.rank_depth ({rag.rank_depth})")
         if too_deep := [k for k in self.score.rag.hit_at if k > rag.rank_depth]:
             raise ValueError(f"score.rag.hit_at {too_deep} must not exceed rag.rank_depth ({rag.rank_depth})")
+        candidates = self.rerank.candidates
+        for where, names, depth in (("serve_infer.retrieval.systems", self.serve_infer.retrieval.systems,
+                                     ("serve_infer.retrieval.top_k", top_k)),
+                                    ("rag.retrievers", rag.retrievers, ("rag.rank_depth", rag.rank_depth)),
+                                    ("assistant.retriever", [self.assistant.retriever], ("rag.top_k", rag.top_k))):
+            if candidates < depth[1] and (reranked := [n for n in names if "+" in n]):
+                raise ValueError(f"rerank.candidates ({candidates}) must be at least {depth[0]} ({depth[1]}): "
+                                 f"{where} {reranked} rerank that many first-stage passages and keep the best")
         return self
 
 

@@ -3,9 +3,9 @@ assistant (``raglab.params.schema`` joins them into the whole file)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from raglab.params.pipeline import Group, PositiveInt, QuestionPrompt
 
@@ -33,7 +33,30 @@ class External(Group):
     api_key_env: str | None = None
 
 
+FIRST_STAGES = ("bm25", "base", "tuned", "hybrid")  # what recalls: BM25, the base / tuned embedder, their fusion
+RERANKERS = ("rerank", "base_rerank")  # what reorders: the tuned cross-encoder (train_rerank) | the base one
+
+
+def _retriever(v: str) -> str:
+    first, plus, second = v.partition("+")
+    if first not in FIRST_STAGES or (plus and second not in RERANKERS):
+        raise ValueError(f"a retriever is one of {', '.join(FIRST_STAGES)}, optionally followed by +rerank (the "
+                         f"tuned cross-encoder reorders its candidates) or +base_rerank (the untuned one), got {v!r}")
+    return v
+
+
+Retriever = Annotated[str, AfterValidator(_retriever)]  # e.g. hybrid, tuned+rerank
+
+
+class Rerank(Group):
+    """The second stage of retrieval (any ``X+rerank`` retriever): a cross-encoder reorders the first stage's
+    ``candidates`` best passages and keeps those scoring above ``threshold`` (its sigmoid score; null: all)."""
+    candidates: int = PositiveInt()
+    threshold: float | None = Field(gt=0, lt=1)
+
+
 class RetrievalServe(Group):
+    systems: list[Retriever] = Field(min_length=1)
     top_k: int = PositiveInt()
 
 
@@ -75,7 +98,7 @@ class RouterParams(Group):
 class Rag(Group):
     seed: int
     splits: list[Literal["test", "val"]] = Field(min_length=1)
-    retrievers: list[Literal["bm25", "base", "tuned", "hybrid"]] = Field(min_length=1)
+    retrievers: list[Retriever] = Field(min_length=1)
     hybrid: Hybrid
     top_k: int = PositiveInt()
     rank_depth: int = PositiveInt()
@@ -186,7 +209,7 @@ class Score(Group):
 
 
 class Assistant(Group):
-    retriever: Literal["bm25", "base", "tuned", "hybrid"]
+    retriever: Retriever
     generator: Literal["base", "sft"]
     host: str
     port: int = Field(ge=1, le=65535)

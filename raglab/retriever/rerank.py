@@ -1,0 +1,76 @@
+"""The second stage of retrieval: a cross-encoder reads each query with each of the first stage's candidates
+and orders them by its score (the brief's two-stage retrieval: the embedder recalls fast, the reranker orders
+precisely).
+
+Scoring goes through sentence-transformers' ``CrossEncoder`` over the folder FlagEmbedding's reranker trainer
+writes (``AutoModelForSequenceClassification`` with one label; train_rerank), with a sigmoid on the logit, so
+a score is in (0, 1) and the brief's threshold filter (keep what scores above 0.85) reads it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from raglab.params.pipeline import Reranker
+from raglab.retriever.search import Ranking
+
+HEAD_SEED = 0
+
+
+@dataclass
+class RerankerConfig:
+    model: str
+    revision: str | None = None
+    max_len: int = 512
+    query_instruction: str | None = None
+    batch_size: int = 32
+    trust_remote_code: bool = False
+
+    @classmethod
+    def of(cls, group: Reranker, **overrides: Any) -> RerankerConfig:
+        """Params ``reranker``, some fields replaced (``model`` by train_rerank's folder for the tuned one)."""
+        return cls(**{**group.model_dump(include=set(cls.__dataclass_fields__)), **overrides})
+
+    def local_path(self) -> str:
+        """The model's directory: ``model`` itself when local, else the hub snapshot at ``revision``."""
+        from raglab.models.base import local_folder
+
+        if local_folder(self.model, "reranker model") is not None or not self.revision:
+            return self.model
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(self.model, revision=self.revision)
+
+
+class CrossEncoderReranker:
+    """A cross-encoder scoring (query, passage) pairs; ``seconds`` holds the time each ``rerank`` query took."""
+
+    def __init__(self, cfg: RerankerConfig):
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[]):  # a base model without a scoring head gets the same fresh one each run
+            torch.manual_seed(HEAD_SEED)
+            self.model = CrossEncoder(cfg.local_path(), num_labels=1, max_length=cfg.max_len,
+                                      device="cuda" if torch.cuda.is_available() else "cpu",
+                                      trust_remote_code=cfg.trust_remote_code, activation_fn=torch.nn.Sigmoid())
+        self.seconds: list[float] = []
+
+    def scores(self, query: str, passages: list[str]) -> list[float]:
+        if not passages:
+            return []
+        q = f"{self.cfg.query_instruction}{query}" if self.cfg.query_instruction else query
+        out = self.model.predict([(q, p) for p in passages], batch_size=self.cfg.batch_size, show_progress_bar=False)
+        return [float(s) for s in out]
+
+    def rerank(self, query: str, candidates: Ranking, kb: list[str], k: int, threshold: float | None) -> Ranking:
+        """``candidates`` (indices into ``kb``) ordered by the cross-encoder's score, the best ``k`` of those
+        scoring above ``threshold`` (None: all); ties keep the first stage's order."""
+        start = time.perf_counter()
+        scored = zip((j for j, _ in candidates), self.scores(query, [kb[j] for j, _ in candidates]))
+        ranked = sorted(scored, key=lambda item: -item[1])
+        self.seconds.append(time.perf_counter() - start)
+        return [(j, s) for j, s in ranked if threshold is None or s > threshold][:k]

@@ -1,0 +1,86 @@
+"""The retrievers over one knowledge base, by name, as params ``serve_infer.retrieval.systems``,
+``rag.retrievers`` and ``assistant.retriever`` name them: a first stage, ``bm25`` (jieba words), ``base``
+(the untuned embedder of params ``embedder``), ``tuned`` (train_embed's model) or ``hybrid``
+(reciprocal-rank fusion of the retrievers of ``rag.hybrid.of``), optionally followed by a second stage,
+``+rerank`` (train_rerank's cross-encoder) or ``+base_rerank`` (the untuned one of params ``reranker``),
+which reorders the first stage's ``rerank.candidates`` best passages (``tuned+rerank``, ``hybrid+rerank``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from raglab.params.schema import Params
+from raglab.params.serving import FIRST_STAGES
+from raglab.retriever.rerank import CrossEncoderReranker, RerankerConfig
+from raglab.retriever.search import (
+    BM25Index,
+    DenseIndex,
+    EmbedderConfig,
+    Ranking,
+    encode_passages,
+    encode_queries,
+    load_embedder,
+    reciprocal_rank_fusion,
+)
+
+
+@dataclass
+class Retrievers:
+    """The retrievers over one knowledge base; each model is loaded and the passages encoded once."""
+
+    kb: list[str]
+    params: Params
+    tuned_embedder: str | os.PathLike | None = None  # train_embed's folder; None: no ``tuned`` retriever
+    tuned_reranker: str | os.PathLike | None = None  # train_rerank's folder; None: no ``+rerank``
+    shared: Retrievers | None = None  # another knowledge base's retrievers, whose loaded models are reused
+    models: dict[str, Any] = field(default_factory=dict, init=False)
+
+    def __post_init__(self):
+        self._bm25: BM25Index | None = None
+        self._dense: dict[str, DenseIndex] = {}  # the knowledge base encoded by each embedder
+        if self.shared is not None:
+            self.models = self.shared.models
+
+    def available(self) -> list[str]:
+        firsts = [r for r in FIRST_STAGES if r != "tuned" or self.tuned_embedder is not None]
+        seconds = ["", "+base_rerank"] + (["+rerank"] if self.tuned_reranker is not None else [])
+        return [first + second for second in seconds for first in firsts]
+
+    def embedder(self, name: str):
+        if name not in self.models:
+            overrides = {"model": str(self.tuned_embedder), "revision": None} if name == "tuned" else {}
+            self.models[name] = load_embedder(EmbedderConfig.of(self.params.embedder, **overrides))
+        return self.models[name]
+
+    def reranker(self, name: str) -> CrossEncoderReranker:
+        """``rerank`` (train_rerank's cross-encoder) or ``base_rerank``; ``.seconds`` times each query."""
+        if name not in self.models:
+            overrides = {"model": str(self.tuned_reranker), "revision": None} if name == "rerank" else {}
+            self.models[name] = CrossEncoderReranker(RerankerConfig.of(self.params.reranker, **overrides))
+        return self.models[name]
+
+    def search(self, name: str, queries: list[str], k: int) -> list[Ranking]:
+        """Top-``k`` passages (index, score) per query, best first."""
+        if name not in self.available():
+            raise ValueError(f"unknown retriever {name!r} (available: {self.available()})")
+        first, _, second = name.partition("+")
+        if second:
+            rerank = self.params.rerank
+            candidates = self.search(first, queries, max(rerank.candidates, k))
+            reranker = self.reranker(second)
+            return [reranker.rerank(q, c, self.kb, k, rerank.threshold) for q, c in zip(queries, candidates)]
+        if name == "bm25":
+            if self._bm25 is None:
+                self._bm25 = BM25Index(self.kb)
+            return self._bm25.search(queries, k)
+        if name == "hybrid":
+            hybrid = self.params.rag.hybrid
+            # every input ranks the whole knowledge base, so fusion sees each passage's rank in each
+            inputs = [self.search(r, queries, len(self.kb)) for r in hybrid.of]
+            return reciprocal_rank_fusion(inputs, k, hybrid.rrf_k, hybrid.weights)
+        if name not in self._dense:
+            self._dense[name] = DenseIndex(encode_passages(self.embedder(name), self.kb))
+        return self._dense[name].rank(encode_queries(self.embedder(name), queries), k)

@@ -1,0 +1,124 @@
+"""The second stage of retrieval: train_rerank's cross-encoder learns to put a query's positive above its
+negatives, the rerank step keeps the best top_k above the threshold, and params that cannot work are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from raglab.core.formats import write_jsonl
+from raglab.retriever.rerank import CrossEncoderReranker, RerankerConfig
+
+TOPICS = ["revenue", "debt", "cash flow", "gross margin", "income tax", "leases", "goodwill", "dividends",
+          "inventory", "pensions", "share buybacks", "capital spending"]
+
+
+def rows():
+    """Each topic's question, its passage, and three other topics' passages as negatives."""
+    passage = {t: f"The company discussed its {t} in the annual report." for t in TOPICS}
+    return [{"query": f"What did the company say about {t}?", "pos": [passage[t]],
+             "neg": [passage[TOPICS[(i + d) % len(TOPICS)]] for d in (1, 2, 3)]} for i, t in enumerate(TOPICS)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, minilm_dir, typed):
+    from raglab.retriever.train_rerank import train_reranker
+
+    tmp = tmp_path_factory.mktemp("rerank")
+    write_jsonl(tmp / "train.jsonl", rows())
+    p = typed({"train_rerank": {"negatives": "rows", "train_group_size": 4, "epochs": 10, "batch_size": 4,
+                                "learning_rate": 1.0e-4, "query_max_len": 32, "passage_max_len": 32,
+                                "mixed_precision": "fp32", "logging_steps": 1, "warmup_steps": 0}})
+    summary = train_reranker(RerankerConfig.of(p.reranker, model=minilm_dir, revision=None), p.train_rerank,
+                             str(tmp / "train.jsonl"), tmp / "reranker", tmp / "live", tmp / "checkpoints")
+    return tmp / "reranker", summary, tmp
+
+
+def margins(model_dir, typed) -> list[float]:
+    """Per training query: the positive's score minus its best negative's."""
+    reranker = CrossEncoderReranker(RerankerConfig.of(typed().reranker, model=str(model_dir), revision=None))
+    return [(s := reranker.scores(r["query"], r["pos"] + r["neg"]))[0] - max(s[1:]) for r in rows()]
+
+
+def test_the_reranker_learns_to_put_the_positive_first(trained, typed, minilm_dir):
+    model_dir, summary, tmp = trained
+    assert summary["steps"] == 30 and summary["train_rows"] == len(TOPICS)  # 3 batches of 4, 10 epochs
+    assert (model_dir / "model.safetensors").is_file() and not (tmp / "checkpoints").exists()
+    assert (tmp / "live" / "plots" / "metrics" / "loss.tsv").is_file()
+    tuned = margins(model_dir, typed)
+    assert min(tuned) > 0.05, tuned  # every positive above all its negatives, by a clear margin
+    untuned = margins(minilm_dir, typed)  # MiniLM with a fresh scoring head orders nothing yet
+    assert sum(m > 0 for m in untuned) < len(TOPICS), untuned
+
+
+class ScriptedReranker(CrossEncoderReranker):
+    """Test double: scores are given, no model."""
+
+    def __init__(self, scores: dict[str, float]):
+        self.given, self.seconds = scores, []
+
+    def scores(self, query, passages):
+        return [self.given[p] for p in passages]
+
+
+def test_rerank_orders_by_score_keeps_top_k_above_the_threshold_and_times_each_query():
+    kb = ["a", "b", "c", "d"]
+    reranker = ScriptedReranker({"a": 0.2, "b": 0.95, "c": 0.9, "d": 0.5})
+    first_stage = [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]
+    assert reranker.rerank("q", first_stage, kb, 3, None) == [(1, 0.95), (2, 0.9), (3, 0.5)]
+    assert reranker.rerank("q", first_stage, kb, 3, 0.85) == [(1, 0.95), (2, 0.9)]  # the brief's filter
+    assert reranker.rerank("q", first_stage, kb, 3, 0.99) == []
+    assert len(reranker.seconds) == 3 and all(s >= 0 for s in reranker.seconds)
+
+
+def test_reranked_retrievers_need_enough_candidates_and_known_names(typed):
+    from raglab.params.schema import ParamsError
+
+    typed({"rerank": {"candidates": 10}})  # = serve_infer.retrieval.top_k: fine
+    with pytest.raises((ParamsError, ValueError),
+                       match=r"rerank.candidates \(5\) must be at least serve_infer.retrieval.top_k \(10\)"):
+        typed({"rerank": {"candidates": 5}})
+    typed({"rerank": {"candidates": 5}, "serve_infer": {"retrieval": {"systems": ["base", "tuned"]}}})  # no rerank
+    with pytest.raises((ParamsError, ValueError), match=r"rerank.candidates \(2\) must be at least rag.rank_depth"):
+        typed({"rerank": {"candidates": 2}, "serve_infer": {"retrieval": {"systems": ["tuned"], "top_k": 2}},
+               "rag": {"retrievers": ["hybrid+rerank"]}})
+    with pytest.raises((ParamsError, ValueError), match=r"optionally followed by \+rerank"):
+        typed({"rag": {"retrievers": ["tuned+colbert"]}})
+
+
+def test_retrievers_rerank_any_first_stage(trained, typed, minilm_dir):
+    from raglab.retriever.systems import Retrievers
+
+    model_dir, _, _ = trained
+    kb = [r["pos"][0] for r in rows()]
+    p = typed({"rerank": {"candidates": 12},
+               "embedder": {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None}})
+    retrievers = Retrievers(kb, p, tuned_embedder=None, tuned_reranker=model_dir)
+    assert "bm25+rerank" in retrievers.available() and "tuned+rerank" not in retrievers.available()
+    queries = [r["query"] for r in rows()]
+    reranked = retrievers.search("base+rerank", queries, 3)
+    assert [ranking[0][0] for ranking in reranked] == list(range(len(TOPICS)))  # each query's own passage first
+    assert all(len(ranking) == 3 for ranking in reranked)
+    assert len(retrievers.reranker("rerank").seconds) == len(queries)
+    with pytest.raises(ValueError, match="unknown retriever 'tuned"):
+        retrievers.search("tuned+rerank", queries, 3)
+
+
+def test_the_assistant_reranks_and_times_the_second_stage(trained, typed, minilm_dir):
+    """The assistant's retrieval with a second stage: the tuned cross-encoder's order, its time in the step
+    timings (the generator and the router behind the scripted OpenAI-compatible server)."""
+    from fake_openai import Action, FakeOpenAI
+
+    from raglab.assistant.system import Assistant
+    from raglab.serving.client import Endpoint
+
+    model_dir, _, _ = trained
+    kb = [r["pos"][0] for r in rows()]
+    with FakeOpenAI(lambda request: Action(content="Other")) as server:
+        p = typed({"rerank": {"candidates": 12}, "rag": {"top_k": 2, "router": {"kind": "llm"}},
+                   "embedder": {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None}})
+        assistant = Assistant(p, kb, None, None, Endpoint(server.base_url, "gen-1"), "bm25+rerank", str(model_dir))
+        turn = assistant.prepare([{"role": "user", "content": rows()[4]["query"]}])
+    assert turn.reply.route == "rag" and [x["text"] for x in turn.reply.passages][0] == kb[4]
+    assert len(turn.reply.passages) == 2
+    assert set(turn.reply.timings) == {"route_s", "retrieval_s", "rerank_s"}
+    assert 0 < turn.reply.timings["rerank_s"] <= turn.reply.timings["retrieval_s"]
