@@ -1,6 +1,7 @@
 """Stage `score_math`: accuracy of the verified boxed answer after the closed reasoning (strict; `accuracy`), of
 the last boxed answer anywhere (`accuracy_lenient`), and the share of each failure (wrong, no boxed answer, empty,
-reasoning never closed) per system (`raglab.generator.maths`); metrics keyed `system -> metric`."""
+reasoning never closed) per system (`raglab.generator.maths`), and the p50 / p95 of the answers' lengths in tokens
+(`completion_tokens_p95` <= 64: 95 % of the answers within 64 tokens); metrics keyed `system -> metric`."""
 
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from tqdm import tqdm
 from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
-from raglab.evaluation.metrics import mean_scores
+from raglab.evaluation.metrics import mean_scores, percentiles
 from raglab.evaluation.stage import score_command
 from raglab.generator.maths import STATUSES, THINK_END, THINK_START, check
 from raglab.params.schema import Params
@@ -34,7 +35,8 @@ def score(params: Params, infer_dir: Path, per_query_dir: Path, report: StageRep
         means = mean_scores([{k: q[k] for k in ("accuracy", "accuracy_lenient")} for q in per_question])
         metrics[system] = {**{k: round(means.get(k, 0.0), 5) for k in ("accuracy", "accuracy_lenient")},
                            **{f"share_{s}": round(statuses.count(s) / max(1, len(statuses)), 5)
-                              for s in STATUSES if s != "correct"}}
+                              for s in STATUSES if s != "correct"},
+                           **percentiles(per_question, "completion_tokens", "completion_tokens")}
         report.add_wrote(f"{system}.jsonl", write_jsonl(per_query_dir / f"{system}.jsonl", per_question))
     return metrics
 

@@ -165,3 +165,25 @@ def test_baseline_rows_per_run_with_n_and_intervals(tmp_path):
     assert list(shown) == ["retrieval", "generation"]
     text = render(shown, markdown=False)
     assert max(map(len, text.splitlines())) < 100 and "| run |" in render(shown, markdown=True)
+
+
+def test_two_systems_of_one_revision_are_paired_on_the_same_questions():
+    """CoT − untuned within a record and CoT − answers-only across records, each with its paired interval."""
+    import click
+    import pytest
+
+    from raglab.experiments.compare import system_pairs
+
+    questions = [f"{i}|q{i}" for i in range(60)]
+    def math(correct: set[int]) -> dict:
+        return {q: {"accuracy": float(i in correct)} for i, q in enumerate(questions)}
+    scores = {("cot", "math", "eval", "base"): math(set(range(10))),
+              ("cot", "math", "eval", "sft"): math(set(range(40))),       # 30 more right, none lost: beyond noise
+              ("answers", "math", "eval", "sft"): math(set(range(39)))}  # one question apart: noise
+    rows = {r.system: r for r in system_pairs(scores, [("cot/math/eval/sft", "cot/math/eval/base"),
+                                                       ("cot/math/eval/sft", "answers/math/eval/sft")])}
+    untuned, answers = rows["sft − cot/base"], rows["sft − answers/sft"]
+    assert untuned.delta == pytest.approx(0.5) and untuned.beyond_noise and untuned.n == 60
+    assert answers.delta == pytest.approx(1 / 60) and not answers.beyond_noise
+    with pytest.raises(click.BadParameter, match="not RUN/TRACK/SPLIT/SYSTEM"):
+        system_pairs(scores, [("cot/math/eval/sft", "cot/math/base")])

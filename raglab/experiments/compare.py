@@ -224,14 +224,43 @@ def report(base: str, head: str, repo: str = ".", resamples: int = 2000) -> str:
             + f"\n<details><summary>dvc metrics diff (every metrics file)</summary>\n\n{metrics}\n\n</details>\n")
 
 
+def system_pairs(scores: Scores, pairs: Iterable[tuple[str, str]], resamples: int = 2000) -> list[Row]:
+    """Two systems of one revision on the same questions (``RUN/TRACK/SPLIT/SYSTEM`` each, e.g. a record's CoT
+    student against its untuned model, or against another record's answers-only student): each metric's
+    delta (new - old) with its paired interval, as ``compare`` gives it for two revisions."""
+    old: Scores = {}
+    new: Scores = {}
+    for new_key, old_key in pairs:
+        keys = [tuple(k.split("/")) for k in (new_key, old_key)]
+        for key, text in zip(keys, (new_key, old_key)):
+            if len(key) != 4 or key not in scores:
+                known = ", ".join("/".join(k) for k in sorted(scores))
+                raise click.BadParameter(f"{text!r} is not RUN/TRACK/SPLIT/SYSTEM of a per-query file here "
+                                         f"(known: {known})", param_hint="--pair")
+        label = (keys[0][0], keys[0][1], keys[0][2], f"{keys[0][3]} − {'/'.join(keys[1][k] for k in (0, 3))}")
+        new[label], old[label] = scores[keys[0]], scores[keys[1]]
+    return compare(old, new, resamples)
+
+
 @click.command()
 @click.option("--base", default="main", show_default=True, help="The revision compared against.")
 @click.option("--head", default="HEAD", show_default=True, help="The revision under review ('workspace': files on disk).")
 @click.option("--repo", default=".", show_default=True)
 @click.option("--resamples", default=2000, show_default=True)
-def main(base: str, head: str, repo: str, resamples: int) -> None:
-    """Print the Markdown report of two revisions: params diff, metric deltas with 95% intervals, metrics diff."""
-    sys.stdout.write(report(base, head, repo, resamples))
+@click.option("--pair", "pairs", multiple=True, metavar="NEW=OLD",
+              help="Instead: two systems of --head on the same questions, each RUN/TRACK/SPLIT/SYSTEM, e.g. "
+                   "real-cpu-math-cot/math/eval/sft=real-cpu-math-cot/math/eval/base.")
+def main(base: str, head: str, repo: str, resamples: int, pairs: tuple[str, ...]) -> None:
+    """Print the Markdown report of two revisions: params diff, metric deltas with 95% intervals, metrics diff;
+    or, with --pair, the deltas between systems of one revision."""
+    if not pairs:
+        sys.stdout.write(report(base, head, repo, resamples))
+        return
+    split_pairs = [tuple(p.split("=", 1)) for p in pairs]
+    if any(len(p) != 2 for p in split_pairs):
+        raise click.BadParameter("each --pair is NEW=OLD", param_hint="--pair")
+    scores = per_query_scores(*revision_reader(None if head == "workspace" else head, repo))
+    sys.stdout.write(markdown(system_pairs(scores, split_pairs, resamples), "OLD", "NEW"))
 
 
 if __name__ == "__main__":
