@@ -71,10 +71,8 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
             results = [{"id": row["id"], "question": row["question"], "gold_passage": position[row["context"]],
                         "ranked": [{"passage": j, "score": round(score, 6)} for j, score in ranking]}
                        for row, ranking in zip(rows, rankings)]
-            if "+" in name:  # the time each question's reranking took
-                seconds = systems[split].retrievers.reranker(name.partition("+")[2]).seconds[-len(rows):]
-                for result, s in zip(results, seconds):
-                    result["rerank_s"] = round(s, 5)
+            for result, s in zip(results, systems[split].retrievers.rerank_seconds(name, len(rows))):
+                result["rerank_s"] = round(s, 5)  # the time the question's reranking took
             report.add_wrote(f"{split}/retrieval/{name}.jsonl",
                              write_jsonl(out / split / "retrieval" / f"{name}.jsonl", results))
 

@@ -36,10 +36,8 @@ def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, tuned_re
             results = [{"query": r["query"], "gold": r["corpus"][0],
                         "retrieved": [{"text": kb[j], "score": round(s, 6)} for j, s in ranking]}
                        for r, ranking in zip(rows, rankings)]
-            if "+" in system:  # the time each query's reranking took
-                seconds = retrievers.reranker(system.partition("+")[2]).seconds[-len(rows):]
-                for result, s in zip(results, seconds):
-                    result["rerank_s"] = round(s, 5)
+            for result, s in zip(results, retrievers.rerank_seconds(system, len(rows))):
+                result["rerank_s"] = round(s, 5)  # the time the query's reranking took
             name = f"{split}/{system}.jsonl"
             report.add_wrote(name, write_jsonl(out / name, results))
 

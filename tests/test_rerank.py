@@ -77,7 +77,8 @@ def test_reranked_retrievers_need_enough_candidates_and_known_names(typed):
     with pytest.raises((ParamsError, ValueError),
                        match=r"rerank.candidates \(5\) must be at least serve_infer.retrieval.top_k \(10\)"):
         typed({"rerank": {"candidates": 5}})
-    typed({"rerank": {"candidates": 5}, "serve_infer": {"retrieval": {"systems": ["base", "tuned"]}}})  # no rerank
+    typed({"rerank": {"candidates": 5}, "serve_infer": {"retrieval": {"systems": ["base", "tuned"]}},
+           "rag": {"retrievers": ["bm25", "hybrid"]}})  # no reranked retriever anywhere: fine
     with pytest.raises((ParamsError, ValueError), match=r"rerank.candidates \(2\) must be at least rag.rank_depth"):
         typed({"rerank": {"candidates": 2}, "serve_infer": {"retrieval": {"systems": ["tuned"], "top_k": 2}},
                "rag": {"retrievers": ["hybrid+rerank"]}})

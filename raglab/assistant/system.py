@@ -117,12 +117,11 @@ class Assistant:
         started = time.perf_counter()
         with self.search_lock:
             (ranking,) = self.system.rank(self.retriever, [question])
-            second = self.retriever.partition("+")[2]
-            rerank_s = self.system.retrievers.reranker(second).seconds[-1] if second else None
+            rerank_s = self.system.retrievers.rerank_seconds(self.retriever, 1)
         reply.passages = [{"text": self.system.retrievers.kb[j], "score": round(score, 4)} for j, score in ranking]
         reply.timings["retrieval_s"] = time.perf_counter() - started  # the first stage and the reranking
-        if rerank_s is not None:
-            reply.timings["rerank_s"] = rerank_s
+        if rerank_s:
+            reply.timings["rerank_s"] = rerank_s[0]
         chat = self.system.generator_chat(question, [p["text"] for p in reply.passages])
         return Turn(reply, chat[:-1] + history + chat[-1:], max_tokens or self.rag.max_tokens, temperature)
 

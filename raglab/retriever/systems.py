@@ -62,6 +62,12 @@ class Retrievers:
             self.models[name] = CrossEncoderReranker(RerankerConfig.of(self.params.reranker, **overrides))
         return self.models[name]
 
+    def rerank_seconds(self, name: str, n: int) -> list[float]:
+        """The seconds the second stage of retriever ``name`` took for each of its last ``n`` queries (none for a
+        first stage alone)."""
+        second = name.partition("+")[2]
+        return self.reranker(second).seconds[-n:] if second else []
+
     def search(self, name: str, queries: list[str], k: int) -> list[Ranking]:
         """Top-``k`` passages (index, score) per query, best first."""
         if name not in self.available():
