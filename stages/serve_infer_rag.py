@@ -10,12 +10,12 @@ import click
 from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
-from raglab.core.sampling import distinct_sample, sample
+from raglab.core.sampling import sample
 from raglab.params.loader import load_params
 from raglab.params.schema import Params
 from raglab.params.serving import Rag
 from raglab.rag.kb import read_kb
-from raglab.rag.routing import MATH, RAG, ROUTER_MAX_TOKENS, route_from_reply
+from raglab.rag.routing import MATH, RAG, ROUTER_MAX_TOKENS, route_from_reply, training_questions
 from raglab.rag.system import RagSystem
 from raglab.serving.cache import response_cache
 from raglab.serving.client import Endpoint, Sampling
@@ -28,12 +28,8 @@ def routing_questions(sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, split_r
     """The router's training questions (CMRC training passages' questions, GSM8K questions outside the maths
     eval set; a seeded sample per route) and its held-out ones (the CMRC and GSM8K eval questions)."""
     math_eval = [row["question"] for row in read_jsonl(distill_dir / "eval.jsonl")]
-    held_out = set(math_eval)
-    gsm8k = [row["question"] for f in sorted(gsm8k_dir.glob("*.jsonl")) for row in read_jsonl(f)]
-    cmrc = [row["question"] for row in read_jsonl(sft_dir / "pairs.jsonl")]
-    n, seed = rag.router.max_per_route, rag.seed
-    train = {MATH: distinct_sample([q for q in gsm8k if q not in held_out], n, seed),
-             RAG: distinct_sample(cmrc, n, seed)}
+    train = training_questions(gsm8k_dir, sft_dir / "pairs.jsonl", rag.router.max_per_route, rag.seed,
+                               frozenset(math_eval))
     evaluation = {MATH: math_eval, RAG: [row["question"] for row in split_rows]}
     for route in (MATH, RAG):
         report.add_read(f"router {route} questions (train / held out)", len(train[route]))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,13 +22,12 @@ from pathlib import Path
 import click
 import yaml
 
-from raglab.core.formats import read_jsonl
-from raglab.core.sampling import distinct_sample
+from raglab.core.formats import atomic_dir
 from raglab.experiments.profiles import expanded_profile
 from raglab.experiments.records import RECORDS
 from raglab.params.loader import load_params, read_yaml
 from raglab.rag.kb import read_kb
-from raglab.rag.routing import MATH, RAG
+from raglab.rag.routing import MATH, RAG, training_questions
 from raglab.rag.system import RagSystem
 
 log = logging.getLogger("raglab")
@@ -44,10 +42,8 @@ def _stage(args: list[str], out: Path, what: str) -> None:
     if out.exists():
         return
     started = time.perf_counter()
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", *args, "--out", str(partial)], check=True)
-    os.replace(partial, out)
+    with atomic_dir(out) as partial:
+        subprocess.run([sys.executable, "-m", *args, "--out", str(partial)], check=True)
     log.info("assistant: %s in %.0f s", what, time.perf_counter() - started)
 
 
@@ -90,13 +86,10 @@ def fit_router(params, ws: Path) -> Path:
         return out
     started = time.perf_counter()
     n, seed = params.rag.router.max_per_route, params.rag.seed
-    gsm8k = [r["question"] for f in sorted((ws / "data" / "raw" / "gsm8k").glob("*.jsonl")) for r in read_jsonl(f)]
-    cmrc = [r["question"] for r in read_jsonl(ws / "data" / "sft" / "pairs.jsonl")]
+    questions = training_questions(ws / "data" / "raw" / "gsm8k", ws / "data" / "sft" / "pairs.jsonl", n, seed)
     system = RagSystem.build(params, read_kb(ws / "data" / "sft" / "eval" / "test_kb.jsonl"))
-    model = system.fit_router(distinct_sample(gsm8k, n, seed), distinct_sample(cmrc, n, seed))
-    partial = out.with_name("router.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save(partial, {"embedder": params.embedder.model, MATH: min(n, len(gsm8k)), RAG: min(n, len(cmrc))})
-    os.replace(partial, out)
+    model = system.fit_router(questions[MATH], questions[RAG])
+    with atomic_dir(out) as partial:
+        model.save(partial, {"embedder": params.embedder.model, MATH: len(questions[MATH]), RAG: len(questions[RAG])})
     log.info("assistant: embedding router fitted in %.0f s", time.perf_counter() - started)
     return out

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -43,6 +44,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield ``path.partial`` (a leftover of an interrupted run removed first) to be filled; on success it
+    replaces ``path``, a file or a folder. On failure it stays for a look, and the next run clears it."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    remove(partial)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yield partial
+    remove(path)
+    os.replace(partial, path)
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Remove a file or a folder, if there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

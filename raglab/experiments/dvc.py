@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import click
+
+from raglab.core.formats import atomic_dir
 
 
 def dvc_executable() -> str:
@@ -66,10 +67,7 @@ def experiment_files(rev: str, paths: dict[str, str], cache: Path) -> dict[str, 
             continue
         target = dest / rel
         if not target.exists():
-            partial = target.with_name(target.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.unlink(missing_ok=True)
-            fs.get(rel, str(partial), recursive=fs.isdir(rel))
-            os.replace(partial, target)
+            with atomic_dir(target) as partial:
+                fs.get(rel, str(partial), recursive=fs.isdir(rel))
         found[key] = target
     return found

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import yaml
 
-from raglab.core.formats import write_json, write_text
+from raglab.core.formats import atomic_dir, write_json, write_text
 from raglab.experiments.dvc import experiment_ref, git
 
 SCORES = "data/score"  # the per-query scores the score stages write
@@ -71,12 +71,9 @@ def record_weights(fs, out_dir: Path, exp_name: str) -> list[str]:
             why = "not in the DVC cache" if size is None else f"{size / 2**20:.1f} MB, over {MAX_WEIGHTS_BYTES >> 20} MB"
             click.echo(f"not recorded: {path} of {exp_name} ({why})", err=True)
             continue
-        partial = out_dir / f".{name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        fs.get(path, str(partial), recursive=True)
-        (partial / "training_args.bin").unlink(missing_ok=True)  # the trainer's pickle: never loaded, not committed
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-        os.replace(partial, out_dir / name)
+        with atomic_dir(out_dir / name) as partial:
+            fs.get(path, str(partial), recursive=True)
+            (partial / "training_args.bin").unlink(missing_ok=True)  # the trainer's pickle: never loaded, not committed
         recorded.append(name)
     return recorded
 

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from raglab.core.formats import atomic_dir
 from raglab.core.prompts import chat_messages
 from raglab.core.report import StageReport, last_logged
 from raglab.models.trainer import (
@@ -161,13 +162,10 @@ def train_lora(base: dict[str, Any], hp: TrainLlm, train_rows: list[dict], val_r
     if trainer.is_world_process_zero():
         trainer.add_callback(live_callback(live_dir, resume=resume))
     trainer.train(resume_from_checkpoint=last_checkpoint(checkpoint_dir) if resume else None)
-    partial = output_dir.with_name(output_dir.name + ".partial")
     if trainer.is_world_process_zero():
-        shutil.rmtree(partial, ignore_errors=True)
-        trainer.save_model(str(partial))  # the adapter (safetensors) with the tokenizer and its chat template
-        tokenizer.save_pretrained(str(partial))
-        shutil.rmtree(output_dir, ignore_errors=True)
-        os.replace(partial, output_dir)
+        with atomic_dir(output_dir) as partial:
+            trainer.save_model(str(partial))  # the adapter (safetensors) with the tokenizer and its chat template
+            tokenizer.save_pretrained(str(partial))
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
     history = trainer.state.log_history
     return {

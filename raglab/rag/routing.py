@@ -20,14 +20,26 @@ from typing import Any
 
 import numpy as np
 
-from raglab.core.formats import write_json
+from raglab.core.formats import read_jsonl, write_json
 from raglab.core.prompts import chat_messages, render_question
+from raglab.core.sampling import distinct_sample
 from raglab.retriever.search import encode_queries
 
 MATH, RAG = "math", "rag"
 ROUTER_MAX_TOKENS = 8  # the llm router's reply: one word
 ROUTES = (RAG, MATH)
 WEIGHTS, CONFIG = "router.safetensors", "router.json"
+
+
+def training_questions(gsm8k_dir: Path, cmrc_pairs: Path, n: int, seed: int,
+                       held_out: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """The embedding router's training questions per route: a seeded sample of at most ``n`` GSM8K questions
+    (``download``'s files, those in ``held_out`` left out) and of ``n`` CMRC training questions (``build_sft``'s
+    pairs)."""
+    gsm8k = [row["question"] for f in sorted(Path(gsm8k_dir).glob("*.jsonl")) for row in read_jsonl(f)]
+    cmrc = [row["question"] for row in read_jsonl(cmrc_pairs)]
+    return {MATH: distinct_sample([q for q in gsm8k if q not in held_out], n, seed),
+            RAG: distinct_sample(cmrc, n, seed)}
 
 
 @dataclass

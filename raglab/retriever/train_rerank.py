@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from raglab.core.formats import read_jsonl, write_jsonl
+from raglab.core.formats import atomic_dir, read_jsonl, write_jsonl
 from raglab.core.report import last_logged
 from raglab.models.trainer import (
     checkpoint_to_resume,
@@ -104,8 +104,6 @@ def train_reranker(base: RerankerConfig, hp: TrainRerank, train_file: str, outpu
     rows, mining = training_rows(rows, hp, embedder if hp.negatives == "mined" else None)
     if len(rows) < hp.batch_size:
         raise ValueError(f"{train_file}: {len(rows)} training rows, fewer than one batch of {hp.batch_size}")
-    work_dir = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
     with tempfile.TemporaryDirectory(prefix="train_rerank-") as tmp:
         start, added = base, 0
         if hp.add_unknown_chars:
@@ -127,11 +125,10 @@ def train_reranker(base: RerankerConfig, hp: TrainRerank, train_file: str, outpu
                  f", resuming from {training_args.resume_from_checkpoint}" if training_args.resume_from_checkpoint else "")
         runner.trainer.add_callback(live_callback(live_dir, resume=resume))
         runner.run()  # saves the model (save_pretrained, safetensors) and tokenizer into run_dir
-        shutil.copytree(run_dir, work_dir, ignore=shutil.ignore_patterns("checkpoint-*", "training_args.bin"))
-        check_same_tokenizer(work_dir, start.local_path(), base.trust_remote_code)
+        with atomic_dir(output_dir) as work_dir:
+            shutil.copytree(run_dir, work_dir, ignore=shutil.ignore_patterns("checkpoint-*", "training_args.bin"))
+            check_same_tokenizer(work_dir, start.local_path(), base.trust_remote_code)
     history = runner.trainer.state.log_history
-    shutil.rmtree(output_dir, ignore_errors=True)
-    os.replace(work_dir, output_dir)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
     return {
         "train_rows": len(rows),

@@ -62,6 +62,7 @@ class VLLMServer:
     cpu_kv_cache_gib: int = 1
     max_num_batched_tokens: int | None = None  # vLLM's token budget per engine step (None: vLLM's default)
     chunked_prefill: bool | None = None  # None: vLLM's default
+    enforce_eager: bool = False  # no torch.compile: a quicker start, slower decoding
     revision: str | None = None
     trust_remote_code: bool = False
     dtype: str = "auto"  # auto: the model's own dtype on a GPU; on a CPU bfloat16 with AMX / AVX512-BF16, else float32
@@ -99,6 +100,8 @@ class VLLMServer:
             cmd += ["--max-num-batched-tokens", str(self.max_num_batched_tokens)]
         if self.chunked_prefill is not None:
             cmd.append("--enable-chunked-prefill" if self.chunked_prefill else "--no-enable-chunked-prefill")
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
         if self.lora_modules:
             cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--lora-modules"]
             cmd += [f"{name}={path}" for name, path in self.lora_modules.items()]
@@ -229,7 +232,7 @@ def server_for(model_dir: str | os.PathLike, serving: Serving, *, trust_remote_c
         tensor_parallel_size=serving.tensor_parallel_size, gpu_memory_utilization=serving.gpu_memory_utilization,
         max_model_len=serving.max_model_len, cpu_kv_cache_gib=serving.cpu_kv_cache_gib,
         max_num_batched_tokens=serving.max_num_batched_tokens, chunked_prefill=serving.chunked_prefill,
-        startup_timeout_s=serving.startup_timeout_s, log_file=log_file,
+        enforce_eager=serving.enforce_eager, startup_timeout_s=serving.startup_timeout_s, log_file=log_file,
     )
 
 
