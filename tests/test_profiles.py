@@ -3,6 +3,7 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 from synthetic import mirror_files
 
 from raglab.experiments.profiles import flatten, set_param_args
@@ -136,3 +137,18 @@ def test_set_values_are_read_as_dvc_applies_them():
     assert params.score.rag.judge.base_url == "http://127.0.0.1:8000/v1"
     assert params.download.datasets["cmrc2018"].splits == ["validation", "trial_a"]
     assert params.build_sft.max_eval is None and params.train_llm.learning_rate == 5e-5
+
+
+def test_every_servable_record_loads_in_todays_schema(monkeypatch):
+    """The assistant serves a record (one with its adapter) with its params: groups added since the run take
+    today's defaults."""
+    from raglab.experiments.records import record_params
+    from raglab.params.schema import validate
+
+    monkeypatch.chdir(REPO)
+    records = sorted(p.parent for p in (REPO / "results").glob("*/llm-adapter"))
+    assert records
+    for record in records:
+        params = validate(record_params(record), str(record))
+        recorded = yaml.safe_load((record / "params.yaml").read_text(encoding="utf-8"))
+        assert params.llm.model == recorded["llm"]["model"]  # the record's own values win

@@ -24,8 +24,8 @@ import yaml
 
 from raglab.core.formats import atomic_dir
 from raglab.experiments.profiles import expanded_profile
-from raglab.experiments.records import RECORDS
-from raglab.params.loader import load_params, read_yaml
+from raglab.experiments.records import RECORDS, record_params
+from raglab.params.loader import load_params
 from raglab.rag.kb import read_kb
 from raglab.rag.routing import MATH, RAG, training_questions
 from raglab.rag.system import RagSystem
@@ -56,7 +56,7 @@ def record_workspace(rev: str, cache: Path, mirror: str | None = None) -> dict[s
                                    f"datasets: {mirror} is not a directory (set MIRROR)")
     ws = cache / "records" / rev
     ws.mkdir(parents=True, exist_ok=True)
-    raw = read_yaml(record / "params.yaml")
+    raw = record_params(record)
     raw["download"]["mirror"] = mirror  # the recording machine's path is not this one's
     if not Path(str(raw["embedder"]["model"])).is_dir():
         # the base embedder (router, dense retrievers) must be on this machine: the packaged MiniLM of the

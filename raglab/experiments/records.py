@@ -14,6 +14,7 @@ import yaml
 
 from raglab.core.formats import atomic_dir, write_json, write_text
 from raglab.experiments.dvc import experiment_ref, git
+from raglab.params.loader import DEFAULT_PARAMS, merge, read_yaml
 
 SCORES = "data/score"  # the per-query scores the score stages write
 RECORDS = "results"     # committed records of runs (--record), and their metrics.json: the baseline
@@ -21,6 +22,12 @@ RECORDS = "results"     # committed records of runs (--record), and their metric
 # adapter (the last 8 layers of Qwen 0.5B: a few MB), so that anyone can re-score or serve a recorded run.
 WEIGHTS = {"models/llm-adapter": "llm-adapter"}
 MAX_WEIGHTS_BYTES = 20 * 2**20
+
+
+def record_params(record: str | os.PathLike) -> dict[str, Any]:
+    """A record's ``params.yaml`` laid over today's: a group or key added since the run takes today's default (it
+    played no part in the recorded numbers), so an older record still loads in today's schema."""
+    return merge(read_yaml(DEFAULT_PARAMS), read_yaml(Path(record) / "params.yaml"))
 
 
 def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
