@@ -38,6 +38,16 @@ def test_bm25_over_jieba_words_finds_each_passage():
     assert BM25Index(KB).search(["completely unrelated english"], k=2) == [[]]  # no shared word: no ranking
 
 
+def test_bm25_segments_only_the_start_of_an_overlong_query(monkeypatch):
+    """jieba's time grows with the square of a run of one character: a huge message must not hold the search."""
+    from raglab.retriever import search
+
+    index, segmented = BM25Index(KB), []
+    monkeypatch.setattr(search, "words", lambda text: segmented.append(len(text)) or words(text))
+    (ranking,) = index.search([QUESTIONS[1] + "赵" * 200_000], k=2)
+    assert segmented == [search.MAX_QUERY_CHARS] and ranking[0][0] == 1  # the question itself still ranks
+
+
 def test_reciprocal_rank_fusion_adds_reciprocal_ranks():
     a = [[(0, 9.0), (1, 5.0), (2, 1.0)]]
     b = [[(2, 0.9), (0, 0.8)]]

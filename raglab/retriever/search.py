@@ -120,6 +120,11 @@ def words(text: str) -> list[str]:
     return [t.lower() for t in jieba.lcut(text) if any(c.isalnum() for c in t)]
 
 
+# BM25 segments a query's first characters only: a question is far shorter, and jieba's time grows with the square
+# of a run of one repeated character (16,000: 2 s; a 200,000-character message held the assistant for minutes)
+MAX_QUERY_CHARS = 2000
+
+
 class BM25Index:
     """Okapi BM25 (``bm25s``, its default k1 1.5, b 0.75) over the jieba words of each passage."""
 
@@ -133,7 +138,8 @@ class BM25Index:
 
     def search(self, queries: list[str], k: int) -> list[Ranking]:
         k = min(k, self.size)
-        ids, scores = self.bm25.retrieve([words(q) or ["\x00"] for q in queries], k=k, show_progress=False)
+        ids, scores = self.bm25.retrieve([words(q[:MAX_QUERY_CHARS]) or ["\x00"] for q in queries], k=k,
+                                         show_progress=False)
         # a query sharing no word with any passage scores 0 everywhere: no ranking then
         return [[(int(j), float(s)) for j, s in zip(row_i, row_s) if s > 0] for row_i, row_s in zip(ids, scores)]
 
