@@ -18,7 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from raglab.core.formats import DataError, read_jsonl, write_jsonl
+from raglab.core.formats import DataError, atomic_dir, read_jsonl, write_jsonl
 from raglab.core.report import last_logged
 from raglab.models.trainer import (
     DataParallel,
@@ -205,10 +205,8 @@ def train_embedder(base: EmbedderConfig, hp: TrainEmbed, train_file: str, output
     from FlagEmbedding.finetune.embedder.encoder_only.base import EncoderOnlyEmbedderRunner
 
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
-    work_dir = output_dir.with_name(output_dir.name + ".partial")
     procs = DataParallel()  # one of num_processes processes (torchrun), or the only one
     if procs.first:
-        shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of an interrupted run
         resume = checkpoint_to_resume(checkpoint_dir, run_fingerprint(hp.model_dump(), asdict(base), [train_file]),
                                       "seed-*")
     resume = procs.share(resume if procs.first else None)  # every process resumes, or none
@@ -278,14 +276,13 @@ def train_embedder(base: EmbedderConfig, hp: TrainEmbed, train_file: str, output
         if not procs.first:  # the model is the first process's to write
             procs.wait()
             return summary
-        if len(run_dirs) > 1 or hp.merge_base_share:
-            merge_weights(work_dir, run_dirs, start.local_path(), hp.merge_base_share, base.trust_remote_code)
-        else:
-            shutil.copytree(run_dirs[0], work_dir, ignore=shutil.ignore_patterns("checkpoint-*", "done.json"))
-        write_sentence_transformers_config(work_dir, base.pooling, hp.passage_max_len, base.query_instruction)
-        check_same_tokenizer(work_dir, start.local_path(), base.trust_remote_code)
-    shutil.rmtree(output_dir, ignore_errors=True)
-    os.replace(work_dir, output_dir)
+        with atomic_dir(output_dir) as work_dir:
+            if len(run_dirs) > 1 or hp.merge_base_share:
+                merge_weights(work_dir, run_dirs, start.local_path(), hp.merge_base_share, base.trust_remote_code)
+            else:
+                shutil.copytree(run_dirs[0], work_dir, ignore=shutil.ignore_patterns("checkpoint-*", "done.json"))
+            write_sentence_transformers_config(work_dir, base.pooling, hp.passage_max_len, base.query_instruction)
+            check_same_tokenizer(work_dir, start.local_path(), base.trust_remote_code)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
     procs.wait()
     return summary
