@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import yaml
 
 from raglab.core.formats import atomic_dir
 from raglab.experiments.profiles import expanded_profile
-from raglab.experiments.records import RECORDS, record_params
+from raglab.experiments.records import RECORDS, record_params, run_stage
 from raglab.params.loader import load_params
 from raglab.rag.kb import read_kb
 from raglab.rag.routing import MATH, RAG, training_questions
@@ -35,16 +33,6 @@ log = logging.getLogger("raglab")
 
 def is_record(rev: str) -> bool:
     return (Path(RECORDS) / rev / "llm-adapter" / "adapter_config.json").is_file()
-
-
-def _stage(args: list[str], out: Path, what: str) -> None:
-    """Run a stage script into ``out`` unless it is there (an interrupted one starts again)."""
-    if out.exists():
-        return
-    started = time.perf_counter()
-    with atomic_dir(out) as partial:
-        subprocess.run([sys.executable, "-m", *args, "--out", str(partial)], check=True)
-    log.info("assistant: %s in %.0f s", what, time.perf_counter() - started)
 
 
 def record_workspace(rev: str, cache: Path, mirror: str | None = None) -> dict[str, Path]:
@@ -68,10 +56,11 @@ def record_workspace(rev: str, cache: Path, mirror: str | None = None) -> dict[s
     params_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
     params = load_params(params_file)
     p = ["--params", str(params_file)]
-    _stage(["stages.download", *p], ws / "data" / "raw", "datasets read from the mirror")
-    _stage(["stages.download_model", "llm", *p], ws / "models" / "llm", f"base LLM {params.llm.model} materialised")
-    _stage(["stages.build_sft", *p, "--source", str(ws / "data" / "raw" / "cmrc2018")], ws / "data" / "sft",
-           "knowledge base built (build_sft)")
+    run_stage(["stages.download", *p], ws / "data" / "raw", "assistant: datasets read from the mirror")
+    run_stage(["stages.download_model", "llm", *p], ws / "models" / "llm",
+              f"assistant: base LLM {params.llm.model} materialised")
+    run_stage(["stages.build_sft", *p, "--source", str(ws / "data" / "raw" / "cmrc2018")], ws / "data" / "sft",
+              "assistant: knowledge base built (build_sft)")
     found = {"params": params_file, "kb": ws / "data" / "sft" / "eval" / "test_kb.jsonl",
              "llm": ws / "models" / "llm", "adapter": record / "llm-adapter"}
     if params.rag.router.kind == "embedding":

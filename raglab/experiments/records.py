@@ -4,8 +4,12 @@ and ``results/metrics.json``, the baseline every record's metrics make together.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ import yaml
 from raglab.core.formats import atomic_dir, write_json, write_text
 from raglab.experiments.dvc import experiment_ref, git
 from raglab.params.loader import DEFAULT_PARAMS, merge, read_yaml
+
+log = logging.getLogger("raglab")
 
 SCORES = "data/score"  # the per-query scores the score stages write
 RECORDS = "results"     # committed records of runs (--record), and their metrics.json: the baseline
@@ -28,6 +34,17 @@ def record_params(record: str | os.PathLike) -> dict[str, Any]:
     """A record's ``params.yaml`` laid over today's: a group or key added since the run takes today's default (it
     played no part in the recorded numbers), so an older record still loads in today's schema."""
     return merge(read_yaml(DEFAULT_PARAMS), read_yaml(Path(record) / "params.yaml"))
+
+
+def run_stage(args: list[str], out: Path, what: str) -> None:
+    """Run a pipeline stage script (``-m`` arguments ``args``) into ``out`` unless it is there: a record's missing
+    pieces rebuilt by the pipeline's own code (an interrupted one starts again)."""
+    if out.exists():
+        return
+    started = time.perf_counter()
+    with atomic_dir(out) as partial:
+        subprocess.run([sys.executable, "-m", *args, "--out", str(partial)], check=True)
+    log.info("%s in %.0f s", what, time.perf_counter() - started)
 
 
 def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import click
 import yaml
 
-from raglab.core.formats import DataError, atomic_dir, read_jsonl, write_jsonl
-from raglab.experiments.records import record_params
+from raglab.core.formats import DataError, read_jsonl, write_jsonl
+from raglab.experiments.records import record_params, run_stage
 from raglab.generator.maths import GoldError, gold_answer
 from raglab.params.schema import validate
 
@@ -58,13 +58,6 @@ def write_params(record: Path, out: Path, systems: list[str]) -> Path:
     return path
 
 
-def step(args: list[str], out: Path) -> None:
-    """A stage script writing into ``out``, unless it is there."""
-    if not out.exists():
-        with atomic_dir(out) as partial:
-            subprocess.run([sys.executable, "-m", *args, "--out", str(partial)], check=True)
-
-
 @click.command()
 @click.argument("record", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--questions", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -89,9 +82,9 @@ def main(record: Path, questions: Path, limit: int | None, systems: str, base_di
     p = ["--params", str(params_file)]
     if base_dir is None:
         base_dir = out / "llm"
-        step(["stages.download_model", "llm", *p], base_dir)
-    step(["stages.serve_infer_math", *p, "--eval", str(out / "eval"), "--base", str(base_dir),
-          "--adapter", str(adapter)], out / "infer")
+        run_stage(["stages.download_model", "llm", *p], base_dir, "base LLM materialised")
+    run_stage(["stages.serve_infer_math", *p, "--eval", str(out / "eval"), "--base", str(base_dir),
+               "--adapter", str(adapter)], out / "infer", "answers of serve_infer_math")
     subprocess.run([sys.executable, "-m", "stages.score_math", *p, "--infer", str(out / "infer"),
                     "--metrics", str(out / "metrics.json"), "--plot", str(out / "plot.csv"),
                     "--per-query", str(out / "score")], check=True)
