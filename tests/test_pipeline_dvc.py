@@ -4,9 +4,9 @@ Both tracks run: the retriever (packaged MiniLM) and the generator (tiny LLM ser
 
 `dvc repro` runs every stage; a second `dvc repro` runs none; changing a
 train_embed parameter re-runs exactly train_embed and the retrieval parts of
-serve_infer and score, and `dvc metrics diff` reports the change; changing a
-train_llm parameter re-runs the generator's stages only (no teacher request);
-changing both back restores every output from DVC's run-cache. Also checks that the tuned embedder loads
+serve_infer and score, and `dvc metrics diff` reports the change; changing it
+back restores every output from DVC's run-cache. Every params group re-runs exactly
+its readers and their descendants (a dry-run matrix). Also checks that the tuned embedder loads
 in both FlagEmbedding and sentence-transformers with the same embeddings.
 """
 
@@ -153,19 +153,14 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     loss = diff["metrics/train_embed.json"]["train_loss"]
     assert loss["old"] != loss["new"]
 
-    # the generator's stages only: no teacher request (distill_cot does not run), no retriever stage
-    set_params(root / "params.yaml", [("train_llm.learning_rate", 1.0e-3)])
-    fourth = run(["dvc", "repro"], root, env)
-    assert stages_run(fourth) == {"train_llm", "serve_infer_generation", "serve_infer_math", "score_generation",
-                                  "score_math", "serve_infer_rag", "score_rag"}
-
-    # both changes undone: DVC's run-cache restores every output, nothing trains or serves again
-    set_params(root / "params.yaml", [("train_embed.learning_rate", demo["train_embed"]["learning_rate"]),
-                                      ("train_llm.learning_rate", demo["train_llm"]["learning_rate"])])
-    fifth = run(["dvc", "repro"], root, env)
-    assert stages_run(fifth) == set(), fifth
-    restored = set(re.findall(r"Stage '([^']+)' is cached - skipping run", fifth))
-    assert restored == stages_run(third) | stages_run(fourth), fifth
+    # the change undone: DVC's run-cache restores every output, nothing trains or serves again. (Which stages a
+    # change to each other params group re-runs, the generator's among them, is the dry-run matrix below: a
+    # second real re-run here cost CI ~5 minutes of training and vLLM starts.)
+    set_params(root / "params.yaml", [("train_embed.learning_rate", demo["train_embed"]["learning_rate"])])
+    undone = run(["dvc", "repro"], root, env)
+    assert stages_run(undone) == set(), undone
+    restored = set(re.findall(r"Stage '([^']+)' is cached - skipping run", undone))
+    assert restored == stages_run(third), undone
     for name in ("retrieval", "generation", "math", "rag"):
         assert json.loads((root / "metrics" / f"{name}.json").read_text()) == first_metrics[name]
 
