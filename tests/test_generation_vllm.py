@@ -43,7 +43,8 @@ def port_open(port: int) -> bool:
 
 
 def test_server_starts_healthy_and_is_killed_on_error(tiny_llm, tmp_path):
-    server = VLLMServer(tiny_llm, max_model_len=1024, startup_timeout_s=300, log_file=tmp_path / "vllm.log")
+    server = VLLMServer(tiny_llm, max_model_len=1024, startup_timeout_s=300, enforce_eager=True,
+                        log_file=tmp_path / "vllm.log")
     with pytest.raises(RuntimeError, match="boom"):
         with server:
             pgid, port = server._proc.pid, server.port
@@ -68,7 +69,8 @@ def test_sigterm_to_serve_process_stops_vllm(tiny_llm, tmp_path):
     script = (
         "import sys, time\n"
         "from raglab.serving.vllm import VLLMServer\n"
-        f"s = VLLMServer({tiny_llm!r}, max_model_len=1024, startup_timeout_s=300, log_file={str(tmp_path / 'v.log')!r})\n"
+        f"s = VLLMServer({tiny_llm!r}, max_model_len=1024, startup_timeout_s=300, enforce_eager=True, "
+        f"log_file={str(tmp_path / 'v.log')!r})\n"
         "with s:\n"
         "    print(s._proc.pid, flush=True)\n"
         "    time.sleep(600)\n"
@@ -111,7 +113,8 @@ def test_learnability_adapter_reproduces_training_answers_base_does_not(tiny_llm
     chats = learnability.chats(exs, params["prompt"])  # exactly what serve_infer sends
     golds = [e.answer for e in exs]
     with VLLMServer(tiny_llm, lora_modules={"sft": str(learned_adapter)}, max_lora_rank=adapter_rank(learned_adapter),
-                    max_model_len=1024, startup_timeout_s=300, log_file=tmp_path / "vllm.log") as server:
+                    max_model_len=1024, startup_timeout_s=300, enforce_eager=True,
+                    log_file=tmp_path / "vllm.log") as server:
         tuned = chat_all(Endpoint(server.base_url, "sft"), chats, max_tokens=24)
         untuned = chat_all(Endpoint(server.base_url, "base"), chats, max_tokens=24)
     hits = sum(p.strip() == g for p, g in zip(tuned, golds))
