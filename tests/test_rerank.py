@@ -33,9 +33,10 @@ def trained(tmp_path_factory, minilm_dir, typed):
     return tmp / "reranker", summary, tmp
 
 
-def margins(model_dir, typed) -> list[float]:
+def margins(model_dir, typed, precision: str = "fp32") -> list[float]:
     """Per training query: the positive's score minus its best negative's."""
-    reranker = CrossEncoderReranker(RerankerConfig.of(typed().reranker, model=str(model_dir), revision=None))
+    reranker = CrossEncoderReranker(RerankerConfig.of(typed().reranker, model=str(model_dir), revision=None),
+                                    precision)
     return [(s := reranker.scores(r["query"], r["pos"] + r["neg"]))[0] - max(s[1:]) for r in rows()]
 
 
@@ -48,6 +49,22 @@ def test_the_reranker_learns_to_put_the_positive_first(trained, typed, minilm_di
     assert min(tuned) > 0.05, tuned  # every positive above all its negatives, by a clear margin
     untuned = margins(minilm_dir, typed)  # MiniLM with a fresh scoring head orders nothing yet
     assert sum(m > 0 for m in untuned) < len(TOPICS), untuned
+    assert min(margins(model_dir, typed, "bf16")) > 0  # bf16 inference (rerank.precision) keeps the order
+
+
+def test_reranker_precision_is_the_weights_dtype_and_auto_follows_the_cpu_flags(minilm_dir, typed, monkeypatch):
+    """rerank.precision: auto reads the CPU's bf16 flags (faked here, never the machine's own)."""
+    import torch
+
+    from raglab.core import machine
+
+    cfg = RerankerConfig.of(typed().reranker, model=minilm_dir, revision=None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for flags, expected in (([], "fp32"), (["amx_bf16", "avx512_bf16"], "bf16")):
+        monkeypatch.setattr(machine, "bf16_flags", lambda cpuinfo=None, flags=flags: flags)
+        reranker = CrossEncoderReranker(cfg, "auto")
+        assert reranker.precision == expected
+        assert next(reranker.model.parameters()).dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[expected]
 
 
 class ScriptedReranker(CrossEncoderReranker):
@@ -60,14 +77,36 @@ class ScriptedReranker(CrossEncoderReranker):
         return [self.given[p] for p in passages]
 
 
-def test_rerank_orders_by_score_keeps_top_k_above_the_threshold_and_times_each_query():
+def test_rerank_orders_by_score_keeps_top_k_above_the_threshold_and_times_each_query(typed):
     kb = ["a", "b", "c", "d"]
     reranker = ScriptedReranker({"a": 0.2, "b": 0.95, "c": 0.9, "d": 0.5})
     first_stage = [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]
-    assert reranker.rerank("q", first_stage, kb, 3, None) == [(1, 0.95), (2, 0.9), (3, 0.5)]
-    assert reranker.rerank("q", first_stage, kb, 3, 0.85) == [(1, 0.95), (2, 0.9)]  # the brief's filter
-    assert reranker.rerank("q", first_stage, kb, 3, 0.99) == []
+
+    def rerank(**group):
+        return reranker.rerank("q", first_stage, kb, 3, typed({"rerank": group}).rerank)
+
+    assert rerank() == [(1, 0.95), (2, 0.9), (3, 0.5)]
+    assert rerank(threshold=0.85) == [(1, 0.95), (2, 0.9)]  # the brief's filter
+    assert rerank(threshold=0.99) == []
     assert len(reranker.seconds) == 3 and all(s >= 0 for s in reranker.seconds)
+
+
+def test_fusion_with_the_first_stage_lets_it_overrule_a_weak_cross_encoder_by_its_weight(typed):
+    """Cross-encoder order b, c, d, a; first stage a, b, c, d. Reciprocal-rank fusion (rrf_k 0 makes the sums
+    easy): weight 0 is the cross-encoder alone; weight 1 ranks b (1/1 + 1/2) over a (1/4 + 1/1), and a over
+    c; weight 3 puts the first stage's a first (1/4 + 3/1). The threshold still reads the cross-encoder's own score."""
+    kb = ["a", "b", "c", "d"]
+    reranker = ScriptedReranker({"a": 0.2, "b": 0.95, "c": 0.9, "d": 0.5})
+    first_stage = [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]
+
+    def order(**group):
+        ranked = reranker.rerank("q", first_stage, kb, 4, typed({"rerank": {"rrf_k": 0, **group}}).rerank)
+        return "".join(kb[j] for j, _ in ranked)
+
+    assert order(first_stage_weight=0.0) == "bcda"
+    assert order(first_stage_weight=1.0) == "bacd"  # b 1 + 1/2, a 1/4 + 1, c 1/2 + 1/3, d 1/3 + 1/4
+    assert order(first_stage_weight=3.0) == "abcd"  # a 3.25, b 1 + 3/2, c 1/2 + 1, d 1/3 + 3/4
+    assert order(first_stage_weight=3.0, threshold=0.85) == "bc"
 
 
 def test_reranked_retrievers_need_enough_candidates_and_known_names(typed):
@@ -91,7 +130,7 @@ def test_retrievers_rerank_any_first_stage(trained, typed, minilm_dir):
 
     model_dir, _, _ = trained
     kb = [r["pos"][0] for r in rows()]
-    p = typed({"rerank": {"candidates": 12},
+    p = typed({"rerank": {"candidates": 12, "precision": "fp32"},
                "embedder": {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None}})
     retrievers = Retrievers(kb, p, tuned_embedder=None, tuned_reranker=model_dir)
     assert "bm25+rerank" in retrievers.available() and "tuned+rerank" not in retrievers.available()
@@ -115,7 +154,7 @@ def test_the_assistant_reranks_and_times_the_second_stage(trained, typed, minilm
     model_dir, _, _ = trained
     kb = [r["pos"][0] for r in rows()]
     with FakeOpenAI(lambda request: Action(content="Other")) as server:
-        p = typed({"rerank": {"candidates": 12}, "rag": {"top_k": 2, "router": {"kind": "llm"}},
+        p = typed({"rerank": {"candidates": 12, "precision": "fp32"}, "rag": {"top_k": 2, "router": {"kind": "llm"}},
                    "embedder": {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None}})
         assistant = Assistant(p, kb, None, None, Endpoint(server.base_url, "gen-1"), "bm25+rerank", str(model_dir))
         turn = assistant.prepare([{"role": "user", "content": rows()[4]["query"]}])

@@ -51,9 +51,14 @@ Retriever = Annotated[str, AfterValidator(_retriever)]  # e.g. hybrid, tuned+rer
 
 class Rerank(Group):
     """The second stage of retrieval (any ``X+rerank`` retriever): a cross-encoder reorders the first stage's
-    ``candidates`` best passages and keeps those scoring above ``threshold`` (its sigmoid score; null: all)."""
+    ``candidates`` best passages and keeps those scoring above ``threshold`` (its sigmoid score; null: all).
+    With ``first_stage_weight`` > 0 the order fuses both ranks: 1 / (rrf_k + cross-encoder rank) +
+    first_stage_weight / (rrf_k + first-stage rank). ``precision``: the cross-encoder's at inference."""
     candidates: int = PositiveInt()
     threshold: float | None = Field(gt=0, lt=1)
+    first_stage_weight: float = Field(ge=0)
+    rrf_k: int = Field(ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class RetrievalServe(Group):

@@ -5,6 +5,9 @@ precisely).
 Scoring goes through sentence-transformers' ``CrossEncoder`` over the folder FlagEmbedding's reranker trainer
 writes (``AutoModelForSequenceClassification`` with one label; train_rerank), with a sigmoid on the logit, so
 a score is in (0, 1) and the brief's threshold filter (keep what scores above 0.85) reads it directly.
+Params ``rerank.first_stage_weight`` > 0 fuses the cross-encoder's order with the first stage's
+(reciprocal-rank fusion, as the hybrid retriever fuses BM25 and the embedder): a weak cross-encoder then
+breaks the first stage's near-ties instead of overruling it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raglab.params.pipeline import Reranker
-from raglab.retriever.search import Ranking
+from raglab.params.serving import Rerank
+from raglab.retriever.search import Ranking, reciprocal_rank_fusion
 
 HEAD_SEED = 0
 
@@ -47,15 +51,21 @@ class RerankerConfig:
 class CrossEncoderReranker:
     """A cross-encoder scoring (query, passage) pairs; ``seconds`` holds the time each ``rerank`` query took."""
 
-    def __init__(self, cfg: RerankerConfig):
+    def __init__(self, cfg: RerankerConfig, precision: str = "fp32"):
+        """``precision``: fp32, bf16, fp16 or auto (bf16 on a GPU or a CPU with AMX / AVX512-BF16, else fp32)."""
         import torch
         from sentence_transformers import CrossEncoder
 
+        from raglab.core.machine import resolve_precision
+
         self.cfg = cfg
+        gpu = torch.cuda.is_available()
+        self.precision = resolve_precision(precision, "reranker", gpu=gpu)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         with torch.random.fork_rng(devices=[]):  # a base model without a scoring head gets the same fresh one each run
             torch.manual_seed(HEAD_SEED)
             self.model = CrossEncoder(cfg.local_path(), num_labels=1, max_length=cfg.max_len,
-                                      device="cuda" if torch.cuda.is_available() else "cpu",
+                                      device="cuda" if gpu else "cpu", model_kwargs={"dtype": dtype},
                                       trust_remote_code=cfg.trust_remote_code, activation_fn=torch.nn.Sigmoid())
         self.seconds: list[float] = []
 
@@ -66,11 +76,17 @@ class CrossEncoderReranker:
         out = self.model.predict([(q, p) for p in passages], batch_size=self.cfg.batch_size, show_progress_bar=False)
         return [float(s) for s in out]
 
-    def rerank(self, query: str, candidates: Ranking, kb: list[str], k: int, threshold: float | None) -> Ranking:
-        """``candidates`` (indices into ``kb``) ordered by the cross-encoder's score, the best ``k`` of those
-        scoring above ``threshold`` (None: all); ties keep the first stage's order."""
+    def rerank(self, query: str, candidates: Ranking, kb: list[str], k: int, params: Rerank) -> Ranking:
+        """``candidates`` (indices into ``kb``, best first) ordered by the cross-encoder's score, or by its
+        fusion with their first-stage rank (``params.first_stage_weight`` > 0; the scores are then the fused
+        ones), the best ``k`` of those whose cross-encoder score is above ``params.threshold`` (None: all);
+        ties keep the first stage's order."""
         start = time.perf_counter()
-        scored = zip((j for j, _ in candidates), self.scores(query, [kb[j] for j, _ in candidates]))
-        ranked = sorted(scored, key=lambda item: -item[1])
+        scores = dict(zip((j for j, _ in candidates), self.scores(query, [kb[j] for j, _ in candidates])))
+        ranked = sorted(scores.items(), key=lambda item: -item[1])
+        if params.first_stage_weight > 0:
+            ranked = reciprocal_rank_fusion([[ranked], [candidates]], len(ranked), params.rrf_k,
+                                            [1.0, params.first_stage_weight])[0]
         self.seconds.append(time.perf_counter() - start)
-        return [(j, s) for j, s in ranked if threshold is None or s > threshold][:k]
+        threshold = params.threshold
+        return [(j, s) for j, s in ranked if threshold is None or scores[j] > threshold][:k]

@@ -59,7 +59,8 @@ class Retrievers:
         """``rerank`` (train_rerank's cross-encoder) or ``base_rerank``; ``.seconds`` times each query."""
         if name not in self.models:
             overrides = {"model": str(self.tuned_reranker), "revision": None} if name == "rerank" else {}
-            self.models[name] = CrossEncoderReranker(RerankerConfig.of(self.params.reranker, **overrides))
+            self.models[name] = CrossEncoderReranker(RerankerConfig.of(self.params.reranker, **overrides),
+                                                     self.params.rerank.precision)
         return self.models[name]
 
     def rerank_seconds(self, name: str, n: int) -> list[float]:
@@ -77,7 +78,7 @@ class Retrievers:
             rerank = self.params.rerank
             candidates = self.search(first, queries, max(rerank.candidates, k))
             reranker = self.reranker(second)
-            return [reranker.rerank(q, c, self.kb, k, rerank.threshold) for q, c in zip(queries, candidates)]
+            return [reranker.rerank(q, c, self.kb, k, rerank) for q, c in zip(queries, candidates)]
         if name == "bm25":
             if self._bm25 is None:
                 self._bm25 = BM25Index(self.kb)
