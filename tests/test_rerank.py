@@ -77,13 +77,16 @@ class ScriptedReranker(CrossEncoderReranker):
         return [self.given[p] for p in passages]
 
 
+KB = ["a", "b", "c", "d"]
+FIRST_STAGE = [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]  # a, b, c, d
+SCORES = {"a": 0.2, "b": 0.95, "c": 0.9, "d": 0.5}  # the cross-encoder's order: b, c, d, a
+
+
 def test_rerank_orders_by_score_keeps_top_k_above_the_threshold_and_times_each_query(typed):
-    kb = ["a", "b", "c", "d"]
-    reranker = ScriptedReranker({"a": 0.2, "b": 0.95, "c": 0.9, "d": 0.5})
-    first_stage = [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]
+    reranker = ScriptedReranker(SCORES)
 
     def rerank(**group):
-        return reranker.rerank("q", first_stage, kb, 3, typed({"rerank": group}).rerank)
+        return reranker.rerank("q", FIRST_STAGE, KB, 3, typed({"rerank": group}).rerank)
 
     assert rerank() == [(1, 0.95), (2, 0.9), (3, 0.5)]
     assert rerank(threshold=0.85) == [(1, 0.95), (2, 0.9)]  # the brief's filter
@@ -95,13 +98,11 @@ def test_fusion_with_the_first_stage_lets_it_overrule_a_weak_cross_encoder_by_it
     """Cross-encoder order b, c, d, a; first stage a, b, c, d. Reciprocal-rank fusion (rrf_k 0 makes the sums
     easy): weight 0 is the cross-encoder alone; weight 1 ranks b (1/1 + 1/2) over a (1/4 + 1/1), and a over
     c; weight 3 puts the first stage's a first (1/4 + 3/1). The threshold still reads the cross-encoder's own score."""
-    kb = ["a", "b", "c", "d"]
-    reranker = ScriptedReranker({"a": 0.2, "b": 0.95, "c": 0.9, "d": 0.5})
-    first_stage = [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]
+    reranker = ScriptedReranker(SCORES)
 
     def order(**group):
-        ranked = reranker.rerank("q", first_stage, kb, 4, typed({"rerank": {"rrf_k": 0, **group}}).rerank)
-        return "".join(kb[j] for j, _ in ranked)
+        ranked = reranker.rerank("q", FIRST_STAGE, KB, 4, typed({"rerank": {"rrf_k": 0, **group}}).rerank)
+        return "".join(KB[j] for j, _ in ranked)
 
     assert order(first_stage_weight=0.0) == "bcda"
     assert order(first_stage_weight=1.0) == "bacd"  # b 1 + 1/2, a 1/4 + 1, c 1/2 + 1/3, d 1/3 + 1/4
