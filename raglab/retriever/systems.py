@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm import tqdm
+
 from raglab.params.schema import Params
 from raglab.params.serving import FIRST_STAGES
 from raglab.retriever.rerank import CrossEncoderReranker, RerankerConfig
@@ -78,7 +80,9 @@ class Retrievers:
             rerank = self.params.rerank
             candidates = self.search(first, queries, max(rerank.candidates, k))
             reranker = self.reranker(second)
-            return [reranker.rerank(q, c, self.kb, k, rerank) for q, c in zip(queries, candidates)]
+            pairs = tqdm(zip(queries, candidates), total=len(queries), desc=f"reranking ({name})",
+                         disable=len(queries) < 2)  # a batch shows progress; the assistant's single query does not
+            return [reranker.rerank(q, c, self.kb, k, rerank) for q, c in pairs]
         if name == "bm25":
             if self._bm25 is None:
                 self._bm25 = BM25Index(self.kb)
