@@ -12,7 +12,21 @@ def test_serving_params_become_vllm_flags(typed):
     default = flags(typed, {})
     assert "--enforce-eager" not in default and "--trust-remote-code" not in default
     assert default[default.index("--host") + 1] == "127.0.0.1"
-    eager = flags(typed, {"enforce_eager": True, "chunked_prefill": False, "max_num_batched_tokens": 2048})
+    eager = flags(typed, {"enforce_eager": True, "chunked_prefill": False, "max_num_batched_tokens": 2048,
+                          "max_model_len": 2048})
     assert "--enforce-eager" in eager and "--no-enable-chunked-prefill" in eager
     assert eager[eager.index("--max-num-batched-tokens") + 1] == "2048"
     assert flags(typed, {"dtype": "float32"})[default.index("--dtype") + 1] == "float32"
+
+
+def test_an_unsplit_prompt_must_fit_one_engine_step(typed):
+    """Without chunked prefill vLLM refuses a context longer than its step budget: a params error names both."""
+    import pytest
+
+    from raglab.params.schema import ParamsError
+
+    typed({"serving": {"chunked_prefill": False, "max_model_len": 2048, "max_num_batched_tokens": 2048}})
+    typed({"serving": {"chunked_prefill": None, "max_model_len": 4096, "max_num_batched_tokens": 2048}})
+    with pytest.raises((ParamsError, ValueError), match=r"serving.max_num_batched_tokens \(2048\) must be at least "
+                                                        r"serving.max_model_len \(4096\)"):
+        typed({"serving": {"chunked_prefill": False, "max_model_len": 4096, "max_num_batched_tokens": 2048}})

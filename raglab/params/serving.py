@@ -26,6 +26,14 @@ class Serving(Group):
     timeout_s: float = Field(gt=0)
     max_retries: int = Field(ge=0)
 
+    @model_validator(mode="after")
+    def _unsplit_prompts_fit_a_step(self) -> Serving:
+        if self.chunked_prefill is False and self.max_num_batched_tokens and \
+                self.max_num_batched_tokens < self.max_model_len:  # vLLM refuses to start, after the stages before it
+            raise ValueError(f"serving.max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least "
+                             f"serving.max_model_len ({self.max_model_len}) when chunked_prefill is false")
+        return self
+
 
 class External(Group):
     name: str
