@@ -110,11 +110,15 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
             for name in rag.retrievers:
                 passages = [[kb[j] for j, _ in ranked[split, name][i][:rag.top_k]] for i in answered[split]]
                 chats = [systems[split].generator_chat(row["question"], ps) for row, ps in zip(rows, passages)]
-                replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{name}+{generator} {split}")
-                results = [{"id": row["id"], "question": row["question"], "gold": row["answers"],
-                            "golds": row["golds"], "gold_passage": row["context"], "passages": ps, "prediction": reply.content}
-                           for row, ps, reply in zip(rows, passages, replies)]
                 system = f"{name}+{generator}"
+                replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{system} {split}",
+                              keep_too_long=True)
+                results = [{"id": row["id"], "question": row["question"], "gold": row["answers"],
+                            "golds": row["golds"], "gold_passage": row["context"], "passages": ps,
+                            "prediction": reply.content, **({"error": reply.error} if reply.too_long else {})}
+                           for row, ps, reply in zip(rows, passages, replies)]
+                if too_long := sum(reply.too_long for reply in replies):  # kept in the grid, scored as wrong
+                    report.drop(f"{split}/{system}: prompt longer than the served context (answered empty)", too_long)
                 report.add_wrote(f"{split}/{system}.jsonl", write_jsonl(out / split / f"{system}.jsonl", results))
 
 

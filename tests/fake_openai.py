@@ -30,6 +30,7 @@ class Action:
     drop: bool = False
     prompt_tokens: int = 10
     completion_tokens: int = 20
+    message: str | None = None  # a failure's error message (default "scripted <status>")
 
 
 def user_text(request: dict) -> str:
@@ -71,7 +72,7 @@ class FakeOpenAI:
                     self.close_connection = True
                     return
                 if action.status != 200:
-                    data = json.dumps({"error": {"message": f"scripted {action.status}"}}).encode()
+                    data = json.dumps({"error": {"message": action.message or f"scripted {action.status}"}}).encode()
                 elif action.malformed:
                     data = b"{this is not json"
                 else:

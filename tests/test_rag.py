@@ -24,6 +24,8 @@ KB = ["林晓是一位建筑师，出生于苏州，代表作是《远山》。"
       "王磊在成都开了一家面馆，每天卖出三百碗面。",
       "陈静是青岛的医生，她在2019年获得了医学奖。",
       "赵敏写了小说《海潮》，讲述厦门渔民的故事。"]
+TOO_LONG = ("This model's maximum context length is 2048 tokens. However, your prompt contains at least 2049 "
+            "input tokens, which exceeds this limit even without any output tokens.")  # vLLM's 400
 QUESTIONS = ["林晓的代表作是什么？", "王磊的面馆在哪个城市？", "陈静哪一年获得医学奖？", "《海潮》讲的是哪里的故事？"]
 
 
@@ -256,12 +258,16 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
     embedder = {"model": minilm_dir, "revision": None, "pooling": "mean", "query_instruction": None,
                 "query_max_len": 64, "passage_max_len": 128, "batch_size": 16, "trust_remote_code": False}
 
+    refused = {}  # the first generator prompt (BM25's system is asked first): refused as too long
+
     def script(request: dict) -> Action:
         text = user_text(request)
         if "maths word problem" in text:  # the router prompt: maths questions are English here
             return Action(content="Math" if re.search(r"[a-z]{4}", text.rsplit("\n", 1)[-1]) else "Other")
         if request["model"] == "judge-1":
             return judge_script([1, 1])(request)
+        if request["model"] == "gen-1" and refused.setdefault("prompt", text) == text:  # atomic under the GIL
+            return Action(status=400, message=TOO_LONG)  # one prompt does not fit the served context
         return Action(content=re.search(r"### 已知文段：(.)", text).group(1))  # the first character of the context
 
     with FakeOpenAI(script) as server:
@@ -303,12 +309,38 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
     assert metrics["test"]["bm25+rerank"]["rerank_p95_s"] >= metrics["test"]["bm25+rerank"]["rerank_p50_s"] > 0
     assert "rerank_p50_s" not in metrics["test"]["bm25"]
     answers = read_jsonl(tmp_path / "infer" / "test" / "bm25+hosted.jsonl")
+    assert [a["prediction"] for a in answers if "error" in a] == [""]  # kept in the grid, scored as wrong
+    dropped = json.loads((tmp_path / "infer" / "report.json").read_text())["dropped"]
+    assert dropped["test/bm25+hosted: prompt longer than the served context (answered empty)"] == 1
     kb = read_kb(tmp_path / "sft" / "eval" / "test_kb.jsonl")
     assert len(answers) == 4 and all(len(a["passages"]) == min(3, len(kb)) for a in answers), len(kb)  # top_k
     assert len(read_jsonl(tmp_path / "infer" / "test" / "retrieval" / "bm25.jsonl")) == 6  # hit@k over all
     hosted = metrics["test"]["bm25+hosted"]
-    assert hosted["origin"] == 1.0  # the first character of the passages it was given
-    assert hosted["faithfulness"] == 1.0 and hosted["faithfulness_judged"] == 1.0
+    assert hosted["origin"] == 0.75  # the first character of the passages it was given; the refused one wrong
+    assert hosted["faithfulness"] == 1.0 and hosted["faithfulness_judged"] == 0.75  # the empty reply unjudged
     assert metrics["routing"]["llm"]["routing_accuracy"] == 1.0
     assert "judge" not in metrics  # a real judge: no note
     assert (tmp_path / "rag.csv").read_text().count("\n") > 6
+
+
+def test_only_a_prompt_too_long_for_the_context_is_kept_as_an_empty_reply(tmp_path, typed):
+    """``ask(keep_too_long=True)`` returns the server's context-length refusal as an empty reply to count; any
+    other refusal (a 400 for another reason) still fails the batch, with or without it."""
+    from raglab.serving.systems import ask
+    from raglab.serving.types import Endpoint, Sampling
+
+    serving = typed({"serving": {"timeout_s": 30, "max_retries": 0, "concurrency": 2}}).serving
+    chats = [[{"role": "user", "content": q}] for q in ("short", "long", "bad")]
+
+    def script(request: dict) -> Action:
+        text = user_text(request)
+        return {"long": Action(status=400, message=TOO_LONG), "bad": Action(status=400)}.get(text, Action(content="ok"))
+
+    with FakeOpenAI(script) as server:
+        endpoint, cache = Endpoint(server.base_url, "gen-1"), ResponseCache(tmp_path / "cache.sqlite")
+        replies = ask(endpoint, chats[:2], Sampling(8), serving, cache, "gen-1", "test", keep_too_long=True)
+        assert [(r.content, r.too_long) for r in replies] == [("ok", False), ("", True)]
+        with pytest.raises(RuntimeError, match="1 of 2 requests"):
+            ask(endpoint, chats[:2], Sampling(8), serving, cache, "gen-1", "test")  # not asked to keep it
+        with pytest.raises(RuntimeError, match="scripted 400"):
+            ask(endpoint, chats, Sampling(8), serving, cache, "gen-1", "test", keep_too_long=True)

@@ -60,7 +60,7 @@ async def _chat_all(endpoint: Endpoint, requests: list[Request], sampling: Sampl
                               prompt_tokens=usage.prompt_tokens if usage else 0,
                               completion_tokens=usage.completion_tokens if usage else 0)
             except (APIError, ValueError, IndexError, AttributeError) as e:  # after the client's own retries
-                reply = Reply(error=f"{type(e).__name__}: {e}")
+                reply = Reply(error=f"{type(e).__name__}: {e}", too_long=_context_exceeded(e))
         if cache is not None:
             cache.put(reply, asked[i])
         replies[i] = reply
@@ -72,6 +72,14 @@ async def _chat_all(endpoint: Endpoint, requests: list[Request], sampling: Sampl
     finally:
         progress.close()
         await client.close()
+
+
+def _context_exceeded(error: Exception) -> bool:
+    """Whether the server refused the request because the prompt does not fit its context: a 400 whose message
+    says so (vLLM: "This model's maximum context length is …"; OpenAI: code ``context_length_exceeded``)."""
+    text = str(error)
+    return (getattr(error, "status_code", None) == 400
+            and ("maximum context length" in text or "context_length_exceeded" in text))
 
 
 def chat_many(endpoint: Endpoint, requests: list[Request], sampling: Sampling, *, concurrency: int = 8,
@@ -92,8 +100,8 @@ def chat_all(endpoint: Endpoint, conversations: list[list[dict]], *, max_tokens:
     return [r.content for r in replies]
 
 
-def raise_failures(replies: list[Reply], endpoint: Endpoint) -> None:
-    failed = [r for r in replies if not r.ok]
+def raise_failures(replies: list[Reply], endpoint: Endpoint, *, tolerate_too_long: bool = False) -> None:
+    failed = [r for r in replies if not r.ok and not (tolerate_too_long and r.too_long)]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(replies)} requests to {endpoint.base_url} ({endpoint.model}) "
                            f"failed after retries; first: {failed[0].error}")

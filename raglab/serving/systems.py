@@ -84,11 +84,14 @@ def systems_to_ask(params: Params, systems: list[str], external: list[External],
 
 
 def ask(endpoint: Endpoint, messages: list[list[dict]], sampling: Sampling, serving: Serving, cache: ResponseCache,
-        identity: str, desc: str):
+        identity: str, desc: str, *, keep_too_long: bool = False):
+    """The replies, in order; raises if a request failed after retries. With ``keep_too_long``, a prompt the
+    server refused as longer than its context comes back as an empty reply with ``too_long`` set, for the
+    caller to count, instead of failing the batch."""
     replies = chat_many(endpoint, [Request(m) for m in messages], sampling, concurrency=serving.concurrency,
                         timeout_s=serving.timeout_s, max_retries=serving.max_retries, cache=cache,
                         identity=identity, desc=desc)
-    raise_failures(replies, endpoint)
+    raise_failures(replies, endpoint, tolerate_too_long=keep_too_long)
     return replies
 
 

@@ -56,6 +56,7 @@ class Reply:
     completion_tokens: int = 0
     error: str | None = None
     cached: bool = False
+    too_long: bool = False  # the server refused the prompt as longer than its context (HTTP 400): not retried
 
     @property
     def ok(self) -> bool:
