@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -121,6 +122,15 @@ def test_prompt_tokens_carry_no_loss(tiny_llm, tmp_path):
     assert json.dumps(rows[0], ensure_ascii=False)  # rows stay plain JSON
 
 
+def filled_context(instruction: str, template: str) -> str:
+    """The passage a filled ``template`` was rendered with (the instruction must be exactly a rendering)."""
+    head, rest = template.split("{context}")
+    middle, tail = rest.split("{question}")
+    match = re.fullmatch(re.escape(head) + "(.*)" + re.escape(middle) + "(.*)" + re.escape(tail), instruction, re.S)
+    assert match and render(template, *match.groups()) == instruction, instruction
+    return match.group(1)
+
+
 def test_trial_records_with_an_extra_split(mirror, tmp_path, params):
     """The CPU trial profile's layout: trial_a split by passage into train / val / test, validation's records
     added to training only; `val` and the eval set stay trial-style, and no eval passage is trained on."""
@@ -148,8 +158,16 @@ def test_trial_records_with_an_extra_split(mirror, tmp_path, params):
     trained = {r["id"] for r in read_jsonl(tmp_path / "sft" / "pairs.jsonl")}
     assert sum(i.startswith("DEV") for i in trained) == len(read_jsonl(tmp_path / "raw" / "cmrc2018" / "validation.jsonl"))
     assert len(train) == len(read_jsonl(tmp_path / "raw" / "cmrc2018" / "trial_a.jsonl")) - len(test) - len(val) + 7
-    passages = {r["context"] for r in test}
-    assert not passages & {r["instruction"] for r in train} and not passages & {r["context"] for r in val}
+    # no eval passage inside any training record (an instruction is the filled template, the passage a part of it)
+    eval_passages = {r["context"] for r in test + val}
+    messages = read_jsonl(tmp_path / "sft" / "train_messages.jsonl")
+    texts = [r["instruction"] for r in train] + [m["content"] for r in messages for m in r["messages"]]
+    leaked = {p for p in eval_passages for text in texts if p in text}
+    assert not leaked, leaked
+    # each instruction is the template filled with a passage of the training side (pairs.jsonl, val's held out)
+    pairs = {r["context"] for r in read_jsonl(tmp_path / "sft" / "pairs.jsonl")}
+    assert {filled_context(r["instruction"], params["prompt"]["template"]) for r in train} <= pairs - eval_passages
+    assert not {r["context"] for r in test} & (pairs | {r["context"] for r in val})
 
     params["build_sft"]["extra_train_splits"] = ["trial_a"]
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
