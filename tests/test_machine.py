@@ -70,3 +70,26 @@ def test_describe_machine_reads_the_cpu_and_the_label_says_it_short(tmp_path):
     assert machine_label({"cpu": {"flags": ["avx512f"]}}) == "unknown CPU, avx512f (no bf16), sharing unknown"
     assert describe_machine(tmp_path / "missing")["cpu"] | {"cores": None} == {
         "model": None, "vendor": None, "cores": None, "flags": []}
+
+
+def test_every_record_knows_its_machine_and_where_that_is_known_from():
+    """Each committed record has a machine.json whose facts say their source; a stage that ran elsewhere (training
+    restored from DVC's run-cache of another session) has its own machine, and its label says so."""
+    from pathlib import Path
+
+    from raglab.core.machine import machine_label
+    from raglab.experiments.records import record_machine, stage_machine
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    records = [d for d in sorted(results.iterdir()) if (d / "dvc.lock").is_file()]
+    assert records
+    for record in records:
+        machine = record_machine(record)
+        assert machine is not None, f"{record.name} has no machine.json"
+        assert machine["source"] == "measured" or machine["source"].startswith("stated in "), record.name
+        assert "unknown CPU" not in machine_label(machine), record.name
+    cot = record_machine(results / "real-cpu-math-cot")
+    assert machine_label(cot) == "2-core Intel Xeon, AMX + avx512_bf16, alone"
+    assert machine_label(stage_machine(cot, "train_llm")).endswith("shared with other jobs")
+    assert stage_machine(cot, "serve_infer_math") is cot
+    assert record_machine(results / "no-such-record") is None

@@ -45,6 +45,13 @@ def record_machine(record: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def stage_machine(machine: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The machine a record's ``stage`` ran on: its own entry where the record was assembled from runs on other
+    machines or sessions (e.g. training restored from DVC's run-cache), else the record's. Label a stage's timing
+    with ``raglab.core.machine.machine_label`` of this."""
+    return (machine.get("stages") or {}).get(stage, {}).get("machine") or machine
+
+
 def run_stage(args: list[str], out: Path, what: str) -> None:
     """Run a pipeline stage script (``-m`` arguments ``args``) into ``out`` unless it is there: a record's missing
     pieces rebuilt by the pipeline's own code (an interrupted one starts again)."""
