@@ -140,7 +140,8 @@ def test_bad_files_are_named_counted_and_skipped(tmp_path, report, caplog):
 
     assert [d.source for d in docs] == ["plain.pdf", "print-only.pdf"]
     assert docs[1].text == "Readable page."
-    assert report.extra["dropped_files"] == {"binary.html": "unreadable", "binary.txt": "unreadable", "broken.docx": "corrupt",
+    assert report.extra["dropped_files"] == {"binary.html": "unreadable", "binary.txt": "unreadable",
+                                             "broken.docx": "corrupt",
                                              "broken.pdf": "corrupt", "empty.txt": "empty", "locked.pdf": "encrypted",
                                              "scan.pdf": "no_text"}
     assert report.dropped == {"file_unreadable": 2, "file_corrupt": 2, "file_empty": 1, "file_encrypted": 1,
@@ -176,7 +177,8 @@ def test_a_file_matched_by_two_globs_is_read_once_and_other_suffixes_are_dropped
 
 
 def test_clean_normalises_without_touching_chinese_punctuation():
-    assert clean("  Cafe\u0301\t\tbar \u00a0baz \n\n\n\nnext\x07 line\r\nend\ufeff ") == "Café bar baz\n\nnext line\nend"
+    messy = "  Cafe\u0301\t\tbar \u00a0baz \n\n\n\nnext\x07 line\r\nend\ufeff "
+    assert clean(messy) == "Café bar baz\n\nnext line\nend"
     assert clean("句子。感叹！问题？\u3000下一句") == "句子。感叹！问题？ 下一句"
 
 

@@ -115,7 +115,8 @@ def _pdf(path: Path) -> list[str]:
         reader = PdfReader(path)
         if reader.is_encrypted:
             try:
-                opened = reader.decrypt("")  # many "encrypted" PDFs only restrict printing: the empty password opens them
+                # many "encrypted" PDFs only restrict printing: the empty password opens them
+                opened = reader.decrypt("")
             except (DependencyError, NotImplementedError) as e:
                 raise Unreadable("encrypted", f"encrypted in a way pypdf cannot open ({e})") from None
             if not opened:
@@ -191,7 +192,8 @@ def _docx(path: Path) -> list[str]:
     import docx
 
     with open(path, "rb") as f:
-        if f.read(8) == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":  # an OLE container: how Word stores a password-protected file
+        # an OLE container: how Word stores a password-protected file
+        if f.read(8) == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
             raise Unreadable("encrypted", "a password-protected Word file")
     try:
         document = docx.Document(str(path))
@@ -261,7 +263,8 @@ def matching_files(folder: str | os.PathLike, globs: Sequence[str]) -> list[Path
         try:
             found.update(p for p in folder.glob(pattern) if p.is_file())
         except (ValueError, NotImplementedError) as e:  # an empty or absolute pattern
-            raise DataError(folder, f"glob {pattern!r} cannot be used ({e}); globs are relative to the folder") from None
+            raise DataError(folder, f"glob {pattern!r} cannot be used ({e}); globs are relative to the folder") \
+                from None
     return sorted(found)
 
 
