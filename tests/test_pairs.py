@@ -34,7 +34,7 @@ def expected_pairs() -> list[Pair]:
             Pair("渡口几点开船？", "渡口每天早上六点开船。", text_id("渡口每天早上六点开船。"), "六点")]
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".json"])
 def test_each_table_format_with_a_column_mapping(tmp_path, report, suffix):
     path = tmp_path / f"labelled{suffix}"
     frame = pd.DataFrame(ROWS)
@@ -42,6 +42,8 @@ def test_each_table_format_with_a_column_mapping(tmp_path, report, suffix):
         frame.to_csv(path, index=False)
     elif suffix == ".jsonl":
         write_jsonl(path, ROWS)
+    elif suffix == ".json":  # a JSON array of rows (an object would be LlamaIndex's dataset)
+        path.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
     else:
         frame.to_parquet(path, index=False)
     assert read_pairs(path, MAPPING, report) == expected_pairs()
