@@ -93,3 +93,43 @@ def test_every_record_knows_its_machine_and_where_that_is_known_from():
     assert machine_label(stage_machine(cot, "train_llm")).endswith("shared with other jobs")
     assert stage_machine(cot, "serve_infer_math") is cot
     assert record_machine(results / "no-such-record") is None
+
+
+def test_others_share_is_the_cores_busy_time_less_the_runs_own(tmp_path):
+    from raglab.core.machine import SHARED_ABOVE, CoreSharing, busy_cpu_seconds, others_share
+
+    # 100 s on 2 cores: the cores were busy 150 s, the run used 140 s of them: others took 10 of 200, 5 %
+    assert others_share(busy_s=150, own_s=140, elapsed_s=100, cores=2) == pytest.approx(0.05)
+    assert others_share(busy_s=200, own_s=100, elapsed_s=100, cores=2) == pytest.approx(0.5)  # a job on one core
+    assert others_share(busy_s=90, own_s=100, elapsed_s=100, cores=2) == 0.0  # tick rounding never goes negative
+    assert others_share(busy_s=10, own_s=0, elapsed_s=0, cores=2) == 0.0
+    assert SHARED_ABOVE < 0.5
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal: busy = all but idle and iowait; "cpu" (the total) is not a core
+    stat.write_text("cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 100 1 10 500 7 2 3 4 0 0\ncpu1 200 0 20 500 0 0 0 0 0 0\n")
+    tick = __import__("os").sysconf("SC_CLK_TCK")
+    assert busy_cpu_seconds(None, stat) == pytest.approx(340 / tick)
+    assert busy_cpu_seconds({1}, stat) == pytest.approx(220 / tick)
+    assert busy_cpu_seconds(None, tmp_path / "missing") is None
+    with CoreSharing(tmp_path / "missing") as sharing:
+        pass
+    assert sharing.result == {"shared": None, "others_share": None}  # unknown, not "alone"
+
+
+def test_stage_seconds_come_from_each_stages_report_or_its_trainer():
+    from raglab.experiments.records import stage_seconds
+
+    lock = {"stages": {
+        "train_llm": {"outs": [{"path": "dvclive/train_llm"}, {"path": "metrics/train_llm.json"},
+                               {"path": "models/llm-adapter"}]},
+        "serve_infer_rag": {"outs": [{"path": "data/infer/rag"}]},
+        "score_rag": {"outs": [{"path": "data/score/rag"}, {"path": "metrics/rag.json"}]},
+        "download@llm": {"outs": [{"path": "models/base/llm"}]}}}
+    files = {"metrics/train_llm.json": '{"steps": 108, "train_runtime_s": 2040.7}',
+             "data/infer/rag/report.json": '{"stage": "serve_infer_rag", "seconds": 2254.1}',
+             "data/score/rag/report.json": "not json", "metrics/rag.json": "{}"}
+    assert stage_seconds(lock, files.get) == {
+        "train_llm": {"seconds": 2040.7, "from": "metrics/train_llm.json: train_runtime_s (training only)"},
+        "serve_infer_rag": {"seconds": 2254.1, "from": "data/infer/rag/report.json"},
+        "score_rag": {"seconds": None, "from": None},
+        "download@llm": {"seconds": None, "from": None}}

@@ -104,8 +104,14 @@ def test_record_copies_params_lock_and_metrics_of_the_experiment(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results" / "cpu" / "metrics").mkdir(parents=True)
     (tmp_path / "results" / "cpu" / "metrics" / "math.json").write_text("{}")  # from an earlier run: goes
-    assert record_experiment("cpu", "results/cpu") == ["params.yaml", "dvc.lock", "metrics/retrieval.json"]
+    sharing = {"shared": True, "others_share": 0.42}
+    assert record_experiment("cpu", "results/cpu", sharing) == ["params.yaml", "dvc.lock", "metrics/retrieval.json",
+                                                                "machine.json"]
     assert (tmp_path / "results/cpu/params.yaml").read_text() == "train_embed:\n  epochs: 3\n"
+    # the machine that recorded it, measured, with the runner's sharing (the lock has no stages to time)
+    machine = json.loads((tmp_path / "results/cpu/machine.json").read_text())
+    assert machine["source"] == "measured" and machine["shared"] is True and machine["others_share"] == 0.42
+    assert machine["cpu"]["cores"] >= 1 and machine["packages"]["dvc"] and machine["stages"] == {}
     assert (tmp_path / "results/cpu/metrics/retrieval.json").read_text().startswith('{"test"')
     # the baseline: every record's metrics under its name, one file that dvc.yaml lists
     baseline = json.loads((tmp_path / "results" / "metrics.json").read_text())

@@ -6,6 +6,8 @@ training and serving where the CPU has AMX or AVX512-BF16, and several times slo
 ``resolve_precision`` turns the params' ``auto`` into what this machine should use, and says why.
 ``describe_machine`` is what a record of a run keeps about the machine it ran on (``results/NAME/machine.json``),
 and ``machine_label`` the few words printed beside every timing: a time means little without its machine.
+``CoreSharing`` measures, over a run, whether other jobs used this process's cores (``/proc/stat``'s busy time
+minus the run's own CPU time), since a timing taken beside another job is not the machine's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import platform
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,12 @@ log = logging.getLogger("raglab")
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = "/proc/cpuinfo"
+PROC_STAT = "/proc/stat"
+# Other jobs "shared the cores" when they used more than this share of the cores' time over a run. An otherwise
+# idle machine's daemons, the terminal and DVC's own bookkeeping stay well under it (about 1 %), while a second job
+# busy on one of 2 cores is 50 %; 5 % of the cores taken from a run stretches its timings by about as much as two
+# runs of the same stage differ anyway (the recorded step times vary by 5-10 %).
+SHARED_ABOVE = 0.05
 # The flags that set a CPU's training and serving speed here: AMX and AVX512-BF16 compute bfloat16 natively,
 # AVX-512 and AVX2 are what the fp32 kernels fall back on.
 ACCEL_FLAGS = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2")
@@ -178,3 +187,61 @@ def machine_label(machine: dict[str, Any]) -> str:
         parts.append(accel)
     parts.append(sharing_words(machine))
     return ", ".join(parts)
+
+
+def busy_cpu_seconds(cpus: set[int] | None = None, stat: str | os.PathLike = PROC_STAT) -> float | None:
+    """CPU time spent busy since boot on ``cpus`` (all when None), from ``/proc/stat``'s ``cpuN`` lines: user, nice,
+    system, irq, softirq and steal (time a hypervisor gave to other guests); None where the file is not there."""
+    try:
+        with open(stat, encoding="utf-8") as f:
+            lines = [line.split() for line in f if re.match(r"cpu\d+ ", line)]
+    except OSError:
+        return None
+    ticks = [sum(int(v) for i, v in enumerate(fields[1:9]) if i in (0, 1, 2, 5, 6, 7))
+             for fields in lines if cpus is None or int(fields[0][3:]) in cpus]
+    return sum(ticks) / os.sysconf("SC_CLK_TCK") if ticks else None
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and of its finished children and their children (``getrusage``)."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def others_share(busy_s: float, own_s: float, elapsed_s: float, cores: int) -> float:
+    """The share of ``cores`` x ``elapsed_s`` that went to other processes: the cores' busy time less the run's own,
+    in [0, 1]."""
+    if elapsed_s <= 0 or cores <= 0:
+        return 0.0
+    return min(1.0, max(0.0, (busy_s - own_s) / (elapsed_s * cores)))
+
+
+class CoreSharing:
+    """Over a ``with`` block that runs a job in child processes (waited for), measure whether other jobs shared
+    this process's cores: ``result`` is ``{"shared": bool, "others_share": float}`` (shared above
+    ``SHARED_ABOVE``), or both None where ``/proc/stat`` cannot be read. A child left running after the block, or
+    one nobody waited for, counts as another job."""
+
+    def __init__(self, stat: str | os.PathLike = PROC_STAT):
+        self.stat = stat
+        self.result: dict[str, Any] = {"shared": None, "others_share": None}
+
+    def __enter__(self) -> CoreSharing:
+        try:
+            self.cpus = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cpus = None
+        self._busy = busy_cpu_seconds(self.cpus, self.stat)
+        self._own = own_cpu_seconds()
+        self._started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy = busy_cpu_seconds(self.cpus, self.stat)
+        if self._busy is None or busy is None:
+            return
+        cores = len(self.cpus) if self.cpus else (os.cpu_count() or 1)
+        share = others_share(busy - self._busy, own_cpu_seconds() - self._own, time.monotonic() - self._started, cores)
+        self.result = {"shared": share > SHARED_ABOVE, "others_share": round(share, 3)}

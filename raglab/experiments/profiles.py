@@ -21,6 +21,7 @@ from typing import Any
 import click
 import yaml
 
+from raglab.core.machine import CoreSharing
 from raglab.experiments.dvc import dvc_executable
 from raglab.experiments.records import record_experiment
 from raglab.params.loader import check, load_profiles
@@ -126,9 +127,10 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
     if dry_run:
         click.echo(" ".join(cmd))
         return
-    code = subprocess.call(cmd)
+    with CoreSharing() as sharing:  # did other jobs share the cores over the run? the record says
+        code = subprocess.call(cmd)
     if code == 0 and record_dir:
-        files = record_experiment(exp_name, record_dir)
+        files = record_experiment(exp_name, record_dir, sharing.result)
         click.echo(f"recorded {', '.join(files)} of experiment {exp_name} in {record_dir}")
     sys.exit(code)
 

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import yaml
 
 from raglab.core.formats import atomic_dir, write_json, write_text
+from raglab.core.machine import describe_machine
 from raglab.experiments.dvc import experiment_ref, git
 from raglab.params.loader import DEFAULT_PARAMS, merge, read_yaml
 
@@ -63,10 +64,12 @@ def run_stage(args: list[str], out: Path, what: str) -> None:
     log.info("%s in %.0f s", what, time.perf_counter() - started)
 
 
-def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
+def record_experiment(exp_name: str, out_dir: str | os.PathLike, sharing: dict[str, Any] | None = None) -> list[str]:
     """Copy ``params.yaml``, ``dvc.lock``, the metrics files and the per-query scores (into ``score/``) of
     experiment ``exp_name`` into ``out_dir``: a committed record of the run behind published numbers, readable with
-    ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults."""
+    ``dvc metrics show``, while ``params.yaml`` keeps its reference defaults. ``machine.json`` says what ran it:
+    this machine, each stage's wall time, and ``sharing`` (``raglab.core.machine.CoreSharing``'s result over the
+    run; unknown without it)."""
     ref = experiment_ref(exp_name)
     dvc_yaml = yaml.safe_load(git("show", f"{ref}:dvc.yaml"))
     metrics = [m for m in dvc_yaml.get("metrics", []) if not m.startswith(f"{RECORDS}/")]  # the pipeline's
@@ -92,8 +95,47 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike) -> list[str]:
         write_text(Path(out_dir) / "score" / rel, text)
         recorded.append(f"score/{rel}")
     recorded += record_weights(fs, Path(out_dir), exp_name)
+    lock = yaml.safe_load(git("show", f"{ref}:dvc.lock")) if "dvc.lock" in present else None
+    write_json(Path(out_dir) / MACHINE, {
+        "source": "measured", **describe_machine(), **(sharing or {"shared": None, "others_share": None}),
+        "stages": stage_seconds(lock or {}, lambda path: _read(fs, path))})
+    recorded.append(MACHINE)
     write_baseline(Path(out_dir).parent)
     return recorded
+
+
+def stage_seconds(lock: dict[str, Any], read: Callable[[str], str | None]) -> dict[str, dict[str, Any]]:
+    """Each stage of ``lock`` (a ``dvc.lock``) with its wall time: the ``seconds`` of the ``report.json`` in one of
+    its outputs (``raglab.core.report.StageReport``), else a trainer's ``train_runtime_s`` in its metrics file
+    (training only), else None; ``from`` names the file. ``read(path)`` gives a file of the run or None. A stage DVC
+    restored from its run-cache keeps the time of the run that made it, which may have been on another machine."""
+    stages = {}
+    for name, stage in (lock.get("stages") or {}).items():
+        found: dict[str, Any] = {"seconds": None, "from": None}
+        for out in [o["path"] for o in stage.get("outs", [])]:
+            report, metrics = _json(read(f"{out}/report.json")), _json(read(out)) if out.endswith(".json") else None
+            if isinstance(report, dict) and "seconds" in report:
+                found = {"seconds": report["seconds"], "from": f"{out}/report.json"}
+                break
+            if isinstance(metrics, dict) and "train_runtime_s" in metrics:
+                found = {"seconds": metrics["train_runtime_s"], "from": f"{out}: train_runtime_s (training only)"}
+        stages[name] = found
+    return stages
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _read(fs, path: str) -> str | None:
+    """A file of the experiment (git or DVC's cache), or None where it is not there."""
+    try:
+        return fs.read_text(path, encoding="utf-8") if fs.isfile(path) else None
+    except (OSError, UnicodeDecodeError):  # an output in no cache here
+        return None
 
 
 def record_weights(fs, out_dir: Path, exp_name: str) -> list[str]:
