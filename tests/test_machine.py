@@ -133,3 +133,22 @@ def test_stage_seconds_come_from_each_stages_report_or_its_trainer():
         "serve_infer_rag": {"seconds": 2254.1, "from": "data/infer/rag/report.json"},
         "score_rag": {"seconds": None, "from": None},
         "download@llm": {"seconds": None, "from": None}}
+
+
+def test_the_baseline_names_each_records_machine_and_the_stages_run_elsewhere(tmp_path):
+    import json
+
+    from raglab.experiments.baseline import machine_lines, render_machines
+
+    xeon = {"cpu": {"model": "Intel Xeon", "cores": 2, "flags": ["amx_bf16"]}, "shared": False}
+    record = {**xeon, "source": "stated in 887b99f", "stages": {
+        "train_llm": {"seconds": 8071.7, "machine": {**xeon, "shared": True}},
+        "serve_infer_math": {"seconds": 300.0}}}
+    (tmp_path / "results" / "math").mkdir(parents=True)
+    (tmp_path / "results" / "math" / "machine.json").write_text(json.dumps(record))
+    lines = machine_lines(str(tmp_path), ["math", "older"])  # a record without machine.json has no line
+    assert lines == [("math", "2-core Intel Xeon, AMX, alone; "
+                              "train_llm in another run: 2-core Intel Xeon, AMX, shared with other jobs")]
+    assert render_machines(lines, markdown=False).splitlines()[2].startswith("math  2-core Intel Xeon")
+    assert "- math: 2-core" in render_machines(lines, markdown=True)
+    assert render_machines([], markdown=False) == ""

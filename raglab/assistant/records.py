@@ -39,12 +39,16 @@ def record_workspace(rev: str, cache: Path, mirror: str | None = None) -> dict[s
     """What the assistant needs (``raglab.assistant.system.PATHS``' keys) for recorded run ``rev``."""
     record = Path(RECORDS) / rev
     mirror = os.path.abspath(mirror or os.environ.get("MIRROR") or "../shared/datasets")
-    if not Path(mirror).is_dir():
-        raise click.ClickException(f"the assistant on record {rev} rebuilds its knowledge base from a mirror of the "
-                                   f"datasets: {mirror} is not a directory (set MIRROR)")
     ws = cache / "records" / rev
-    ws.mkdir(parents=True, exist_ok=True)
     raw = record_params(record)
+    missing = [] if (ws / "data" / "raw").exists() else missing_mirror_files(raw["download"], mirror)
+    if missing:
+        files, it = ("files", "them") if len(missing) > 1 else ("file", "it")
+        raise click.ClickException(
+            f"the assistant on record {rev} rebuilds its datasets from the mirror and needs the {files} "
+            f"{', '.join(map(str, missing))}, missing: set MIRROR to the datasets directory that holds {it} "
+            f"(make assistant REV={rev} MIRROR=/path/to/datasets)")
+    ws.mkdir(parents=True, exist_ok=True)
     raw["download"]["mirror"] = mirror  # the recording machine's path is not this one's
     if not Path(str(raw["embedder"]["model"])).is_dir():
         # the base embedder (router, dense retrievers) must be on this machine: the packaged MiniLM of the
@@ -66,6 +70,15 @@ def record_workspace(rev: str, cache: Path, mirror: str | None = None) -> dict[s
     if params.rag.router.kind == "embedding":
         found["router"] = fit_router(params, ws)
     return found
+
+
+def missing_mirror_files(download: dict, mirror: str) -> list[Path]:
+    """The files of ``mirror`` that the download params ``download`` read and that are not there."""
+    from raglab.data.sources import MIRROR_FILES
+
+    paths = [Path(mirror) / MIRROR_FILES[name][split]
+             for name, spec in download["datasets"].items() for split in spec["splits"]]
+    return [path for path in paths if not path.is_file()]
 
 
 def fit_router(params, ws: Path) -> Path:

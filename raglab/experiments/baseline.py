@@ -6,7 +6,8 @@ the headline metrics as columns, each mean with its 95% interval and the number 
 It reads the committed per-query files (``results/NAME/score/...``, and ``data/score/...`` when present), so a
 fresh clone needs nothing pulled. Intervals are percentile bootstraps of the mean, resampling CMRC questions by
 passage (``raglab.evaluation.intervals``). ``dvc metrics show results/metrics.json`` prints the same means
-without intervals.
+without intervals. Below the tables, each record's machine (``results/NAME/machine.json``): its timings are that
+machine's.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from collections import defaultdict
 
 import click
 
+from raglab.core.machine import machine_label
 from raglab.evaluation.intervals import cluster_of, mean_interval
 from raglab.experiments.compare import Scores, fmt, is_percent, per_query_scores
+from raglab.experiments.records import RECORDS, record_machine, stage_machine
 
 # the columns each track shows, in order, when its per-query files hold them
 COLUMNS = {
@@ -89,6 +92,34 @@ def render(track_tables: dict[str, tuple[list[str], list[list[str]]]], markdown:
     return "\n".join(lines)
 
 
+def machine_lines(repo: str, runs: list[str]) -> list[tuple[str, str]]:
+    """``(run, machine)`` for each recorded run with a ``machine.json``: its label, then the label of each stage
+    that ran elsewhere (another session's run, e.g. training restored from DVC's run-cache)."""
+    lines = []
+    for run in runs:
+        machine = record_machine(f"{repo}/{RECORDS}/{run}")
+        if machine is None:
+            continue
+        elsewhere: dict[str, list[str]] = {}  # label: the stages of other runs on such a machine
+        for stage in machine.get("stages") or {}:
+            if (own := stage_machine(machine, stage)) is not machine:
+                elsewhere.setdefault(machine_label(own), []).append(stage)
+        lines.append((run, "; ".join([machine_label(machine),
+                                      *(f"{', '.join(stages)} in another run: {label}"
+                                        for label, stages in elsewhere.items())])))
+    return lines
+
+
+def render_machines(lines: list[tuple[str, str]], markdown: bool) -> str:
+    if not lines:
+        return ""
+    head = "machines (results/NAME/machine.json: a record's timings are of its machine)"
+    if markdown:
+        return "\n".join(["", f"## {head}", "", *(f"- {run}: {machine}" for run, machine in lines), ""]) + "\n"
+    width = max(len(run) for run, _ in lines)
+    return "\n".join(["", head, *(f"{run.ljust(width)}  {machine}" for run, machine in lines), ""]) + "\n"
+
+
 @click.command()
 @click.option("--md", "markdown", is_flag=True, help="Markdown tables instead of aligned text.")
 @click.option("--repo", default=".", show_default=True)
@@ -99,6 +130,7 @@ def main(markdown: bool, repo: str, resamples: int) -> None:
     if not scores:
         raise click.ClickException(f"no per-query scores under {repo}/results/*/score or {repo}/data/score")
     sys.stdout.write(render(tables(scores, resamples), markdown))
+    sys.stdout.write(render_machines(machine_lines(repo, sorted({run for run, *_ in scores})), markdown))
 
 
 if __name__ == "__main__":
