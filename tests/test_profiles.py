@@ -158,3 +158,55 @@ def test_every_servable_record_loads_in_todays_schema(monkeypatch):
         params = validate(record_params(record), str(record))
         recorded = yaml.safe_load((record / "params.yaml").read_text(encoding="utf-8"))
         assert params.llm.model == recorded["llm"]["model"]  # the record's own values win
+
+
+@pytest.fixture
+def checkout_without_git_identity(tmp_path, monkeypatch):
+    """A git checkout as the cwd, with no identity in its config, the user's or the system's, nor the environment."""
+    import subprocess
+
+    for role in ("AUTHOR", "COMMITTER"):
+        for key in ("NAME", "EMAIL"):
+            monkeypatch.delenv(f"GIT_{role}_{key}", raising=False)
+    for var in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_DIR", "GIT_WORK_TREE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    monkeypatch.chdir(checkout)
+    return checkout
+
+
+def test_experiments_stop_first_without_a_git_identity_and_say_how_to_set_one(checkout_without_git_identity,
+                                                                              monkeypatch):
+    """DVC commits each experiment: `make NAME` stops before anything runs, in one line with the two commands."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from raglab.experiments import runs
+    from raglab.experiments.dvc import IDENTITY_HINT, require_git_identity
+
+    result = CliRunner().invoke(runs.main, ["demo"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == ["Error: DVC experiments are git commits and git has no user.name: set your "
+                                          f"identity for this checkout with {IDENTITY_HINT}"]
+    # DVC reads the author and the committer from the environment too: half of that is not an identity
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "A"), monkeypatch.setenv("GIT_AUTHOR_EMAIL", "a@example.com")
+    with pytest.raises(click.ClickException, match="no user.name"):
+        require_git_identity()
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "A"), monkeypatch.setenv("GIT_COMMITTER_EMAIL", "a@example.com")
+    require_git_identity()
+    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(var)
+    subprocess.run(["git", "config", "user.name", "A"], check=True)
+    with pytest.raises(click.ClickException, match="no user.email"):
+        require_git_identity()
+    # the commands the message gives, run as given, are enough; they set the checkout's config only
+    subprocess.run(IDENTITY_HINT, shell=True, check=True)
+    require_git_identity()
+    local = subprocess.run(["git", "config", "--local", "--get-regexp", "^user"], capture_output=True, text=True)
+    assert local.stdout.splitlines() == ["user.name Your Name", "user.email you@example.com"]
+    assert not (checkout_without_git_identity.parent / ".gitconfig").exists()

@@ -28,6 +28,22 @@ def run_dvc(*args: str, cwd: str | os.PathLike | None = None, env: dict[str, str
     return proc.stdout
 
 
+IDENTITY_HINT = 'git config user.name "Your Name" && git config user.email you@example.com'
+
+
+def require_git_identity() -> None:
+    """Stop before ``dvc exp run`` when git has no identity: DVC commits each experiment, and without one it fails
+    deep inside the run. An identity is ``user.name`` and ``user.email`` in git's config (any level), or both
+    ``GIT_AUTHOR_*`` and ``GIT_COMMITTER_*`` in the environment, which DVC also reads."""
+    for key in ("name", "email"):
+        if all(os.environ.get(f"GIT_{role}_{key.upper()}") for role in ("AUTHOR", "COMMITTER")):
+            continue
+        configured = subprocess.run(["git", "config", f"user.{key}"], capture_output=True, text=True, check=False)
+        if not configured.stdout.strip():
+            raise click.ClickException(f"DVC experiments are git commits and git has no user.{key}: set your "
+                                       f"identity for this checkout with {IDENTITY_HINT}")
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
 

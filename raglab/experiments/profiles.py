@@ -22,7 +22,7 @@ import click
 import yaml
 
 from raglab.core.machine import CoreSharing
-from raglab.experiments.dvc import dvc_executable
+from raglab.experiments.dvc import dvc_executable, require_git_identity
 from raglab.experiments.records import record_experiment
 from raglab.params.loader import check, load_profiles
 from raglab.params.schema import Params
@@ -127,6 +127,7 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
     if dry_run:
         click.echo(" ".join(cmd))
         return
+    require_git_identity()
     with CoreSharing() as sharing:  # did other jobs share the cores over the run? the record says
         code = subprocess.call(cmd)
     if code == 0 and record_dir:

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from raglab.experiments.dvc import dvc_executable
+from raglab.experiments.dvc import dvc_executable, require_git_identity
 from raglab.experiments.records import RECORDS
 from raglab.params.loader import read_yaml
 
@@ -111,6 +111,8 @@ def run_experiment(name: str, experiments: dict[str, Experiment], extra: tuple[s
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
 def main(name: str, dry_run: bool, dvc_args: tuple[str, ...]) -> None:
     """Run experiment NAME of experiments.yaml; extra arguments go to dvc exp run (e.g. -S k=v)."""
+    if not dry_run:
+        require_git_identity()
     run_experiment(name, load_experiments(), dvc_args, dry_run)
 
 

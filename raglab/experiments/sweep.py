@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from raglab.experiments.dvc import run_dvc
+from raglab.experiments.dvc import require_git_identity, run_dvc
 
 # The first headline metric of each track, for its trained system (the untuned ones do not move in a sweep):
 # DVC's column names are long, and more of them would not fit a 100-column terminal beside the swept keys.
@@ -108,6 +108,7 @@ def main(profile: str, assignments: tuple[str, ...], name: str, jobs: int, timeo
     keys = swept_keys(assignments)
     if not keys:
         raise click.UsageError("no sweep among the -S values: give at least one as group.key=a,b")
+    require_git_identity()
     old = experiments_named(name)
     if old:  # a new sweep of that name replaces the last one, and its entries in the queue's history
         dvc("exp", "remove", *old)
