@@ -26,7 +26,7 @@ export MIRROR ?= ../shared/datasets
 # runs one as a DVC experiment (ARGS: more dvc exp run arguments, e.g. ARGS='-S train_llm.epochs=2').
 EXPERIMENTS := $(shell sed -n 's/^\([a-z0-9-]*\):.*/\1/p' experiments.yaml)
 
-.PHONY: setup tiny-llm assistant chromium test sweep plots baseline clean-cache $(EXPERIMENTS)
+.PHONY: setup tiny-llm assistant chromium test sweep plots baseline tables clean-cache $(EXPERIMENTS)
 
 setup: $(STAMP)
 
@@ -65,8 +65,14 @@ chromium:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(CHROMIUM_PACKAGES); }
 
 # The baseline in a terminal: recorded runs as rows, headline metrics with n and 95% intervals as columns.
+# ARGS='--md --table readme' prints README's results table instead, as `make tables` writes it.
 baseline: setup
 	$(PY) -m raglab.experiments.baseline $(ARGS)
+
+# README's results table and the tables of docs/ rewritten from results/ (docs/tables.yaml), and the numbers
+# quoted in prose checked against the records (docs/claims.yaml). ARGS=--check changes nothing and fails on a difference.
+tables: setup
+	$(PY) -m raglab.experiments.tables $(ARGS)
 
 test: setup chromium
 	$(PY) -m pytest

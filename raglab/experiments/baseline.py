@@ -2,6 +2,7 @@
 the headline metrics as columns, each mean with its 95% interval and the number of questions behind it.
 
     python -m raglab.experiments.baseline            # make baseline; --md for Markdown (README, PR comments)
+    python -m raglab.experiments.baseline --md --table readme   # README's results table (raglab.experiments.tables)
 
 It reads the committed per-query files (``results/NAME/score/...``, and ``data/score/...`` when present), so a
 fresh clone needs nothing pulled. Intervals are percentile bootstraps of the mean, resampling CMRC questions by
@@ -12,15 +13,17 @@ machine's.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import defaultdict
 
 import click
 
 from raglab.core.machine import machine_label
-from raglab.evaluation.intervals import cluster_of, mean_interval
-from raglab.experiments.compare import Scores, fmt, is_percent, per_query_scores
+from raglab.evaluation.intervals import cluster_of
+from raglab.experiments.compare import (Scores, fmt, is_percent, mean_with_interval, per_query_scores,
+                                       workspace_reader)
+from raglab.experiments.numbers import NumberError
+from raglab.experiments.tables import records_of, render_block
 from raglab.experiments.records import RECORDS, record_machine, stage_machine
 
 # the columns each track shows, in order, when its per-query files hold them
@@ -33,26 +36,11 @@ COLUMNS = {
 }
 
 
-def workspace_reader(root: str = "."):
-    """``read`` and ``listdir`` over the files on disk (what ``compare.revision_reader`` gives for a revision)."""
-    def read(path: str) -> str | None:
-        full = os.path.join(root, path)
-        return open(full, encoding="utf-8").read() if os.path.isfile(full) else None
-
-    def listdir(path: str) -> list[str]:
-        full = os.path.join(root, path)
-        return sorted(os.listdir(full)) if os.path.isdir(full) else []
-
-    return read, listdir
-
-
 def cell(metric: str, rows: dict[str, dict[str, float]], resamples: int) -> str:
-    keys = [q for q, values in rows.items() if metric in values]
-    if not keys:
+    shown = mean_with_interval(rows, metric, resamples)
+    if shown is None:
         return ""
-    values = [rows[q][metric] for q in keys]
-    low, high = mean_interval(values, [cluster_of(q) for q in keys], resamples)
-    mean = sum(values) / len(values)
+    mean, low, high = shown
     return f"{fmt(metric, mean)} ±{fmt(metric, (high - low) / 2)}"
 
 
@@ -124,8 +112,18 @@ def render_machines(lines: list[tuple[str, str]], markdown: bool) -> str:
 @click.option("--md", "markdown", is_flag=True, help="Markdown tables instead of aligned text.")
 @click.option("--repo", default=".", show_default=True)
 @click.option("--resamples", default=2000, show_default=True)
-def main(markdown: bool, repo: str, resamples: int) -> None:
+@click.option("--table", metavar="BLOCK", help="Instead: one generated table of docs/tables.yaml as README or docs/ "
+              "hold it (with --md; 'readme': README's results table).")
+def main(markdown: bool, repo: str, resamples: int, table: str | None) -> None:
     """Print the baseline: recorded runs as rows, headline metrics with n and 95% intervals as columns."""
+    if table:
+        if not markdown:
+            raise click.UsageError("--table prints Markdown: add --md")
+        try:
+            sys.stdout.write(render_block(table, repo, records_of(repo, resamples)))
+        except NumberError as error:
+            raise click.ClickException(str(error)) from None
+        return
     scores = per_query_scores(*workspace_reader(repo))
     if not scores:
         raise click.ClickException(f"no per-query scores under {repo}/results/*/score or {repo}/data/score")

@@ -19,6 +19,7 @@ pull-request workflow (``.github/workflows/pull-request.yml``) posts it as the j
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from raglab.evaluation.intervals import cluster_of, paired_bootstrap
+from raglab.evaluation.intervals import cluster_of, mean_interval, paired_bootstrap
 from raglab.experiments.dvc import run_dvc
 from raglab.experiments.records import RECORDS, SCORES
 
@@ -123,6 +124,18 @@ def _mean(rows: Iterable[dict[str, float]], metric: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def mean_with_interval(rows: dict[str, dict[str, float]], metric: str, n_resamples: int = 2000
+                       ) -> tuple[float, float, float] | None:
+    """The mean of ``metric`` over the queries that have it and the 95% bootstrap interval of that mean (CMRC
+    questions resampled by passage): ``(mean, low, high)``, None when no query has it."""
+    keys = [q for q, values in rows.items() if metric in values]
+    if not keys:
+        return None
+    values = [rows[q][metric] for q in keys]
+    low, high = mean_interval(values, [cluster_of(q) for q in keys], n_resamples)
+    return sum(values) / len(values), low, high
+
+
 def compare(old: Scores, new: Scores, n_resamples: int = 2000) -> list[Row]:
     rows = []
     for key in sorted(set(old) | set(new)):
@@ -178,6 +191,19 @@ def markdown(rows: Iterable[Row], base: str, head: str) -> str:
     lines += ["", f"{changed} of {len(rows)} deltas are beyond the noise; {len(same)} metrics with identical "
               "per-query scores in both revisions are not listed."]
     return "\n".join(lines) + "\n"
+
+
+def workspace_reader(root: str = "."):
+    """``read`` and ``listdir`` over the files on disk (what ``revision_reader`` gives for a revision)."""
+    def read(path: str) -> str | None:
+        full = os.path.join(root, path)
+        return open(full, encoding="utf-8").read() if os.path.isfile(full) else None
+
+    def listdir(path: str) -> list[str]:
+        full = os.path.join(root, path)
+        return sorted(os.listdir(full)) if os.path.isdir(full) else []
+
+    return read, listdir
 
 
 def revision_reader(rev: str | None, repo: str = ".") -> tuple[Callable[[str], str | None], Callable[[str], list[str]]]:
