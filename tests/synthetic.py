@@ -2,7 +2,8 @@
 
 Nothing here comes from the real data: fictional companies, people and sums,
 generated from templates with a fixed seed. ``write_mirror(dir)`` lays the files
-out like the real mirror (``financial-qa-10k/``, ``cmrc2018/``, ``gsm8k/``); the
+out like the real mirror (``financial-qa-10k/``, ``cmrc2018/``, ``gsm8k/``, and a
+user's own ``documents/``: Markdown, HTML, text, one Chinese); the
 offline demo runs on the copy committed under ``data/demo-mirror`` (a test checks
 that it is exactly what this module generates).
 
@@ -121,6 +122,32 @@ def gsm8k_rows(rng: random.Random, n: int) -> list[dict[str, str]]:
     return rows
 
 
+def document_files(rng: random.Random) -> dict[str, str]:
+    """A user's own documents (the own-documents path): two annual-report excerpts in Markdown and HTML, a text
+    note, and a Chinese text file, each a few paragraphs of the facts above (fictional)."""
+    def paragraphs(company: str, year: int) -> list[str]:
+        return [p.format(c=company, y=year, a=rng.randint(1, 9), b=rng.randint(1, 9)) + " " +
+                p.format(c=company, y=year - 1, a=rng.randint(1, 9), b=rng.randint(1, 9)) for _, p in FACTS]
+
+    zephyr = paragraphs("Zephyr Motors", 2023)
+    harbor = paragraphs("Harbor Retail", 2023)
+    lumen = paragraphs("Lumen Optics", 2022)
+    files = {
+        "documents/zephyr-motors-2023.md": "# Zephyr Motors annual report 2023\n\n## Results\n\n" + "\n\n".join(zephyr[:5])
+        + "\n\n## Risks\n\n" + "\n\n".join(f"- {p}" for p in zephyr[5:]) + "\n",
+        "documents/harbor-retail-2023.html": "<html><head><title>Harbor Retail 2023</title><script>var x = 1;</script>"
+        "</head><body><h1>Harbor Retail: fiscal 2023</h1>" + "".join(f"<p>{p}</p>" for p in harbor) + "</body></html>\n",
+        "documents/lumen-optics-2022.txt": "Lumen Optics, notes to the 2022 report\n\n" + "\n\n".join(lumen) + "\n",
+    }
+    people = []
+    for name in rng.sample(PEOPLE, 6):
+        city, job, work, year = rng.choice(CITIES), rng.choice(JOBS), rng.choice(WORKS), rng.randint(1950, 1999)
+        people.append(f"{name}是一位来自{city}的{job}，出生于{year}年。{name}最著名的作品是{work}，这部作品获得了"
+                      f"{rng.randint(2, 9)}项奖项！后来{name}移居{rng.choice(CITIES)}，继续从事创作。")
+    files["documents/人物介绍.txt"] = "\n\n".join(people) + "\n"
+    return files
+
+
 def mirror_files(seed: int = 7) -> dict[str, str]:
     """Relative path -> file content of a complete synthetic mirror."""
     rng = random.Random(seed)
@@ -137,6 +164,7 @@ def mirror_files(seed: int = 7) -> dict[str, str]:
     # the mirror-only half of the trial set (its own generator: the files above stay as they were)
     trial = cmrc_doc(random.Random(seed + 1), 4, "TRIAL")
     files["cmrc2018/cmrc2018_trial_a.json"] = json.dumps(trial, ensure_ascii=False, indent=1) + "\n"
+    files.update(document_files(random.Random(seed + 2)))  # a user's own documents (their own generator too)
     return files
 
 

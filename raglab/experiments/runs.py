@@ -67,6 +67,7 @@ def commands(name: str, exp: Experiment, extra: tuple[str, ...] = (), mirror: st
     for variant, more_profiles, more_sets in runs:
         run_name = f"{name}-{variant}" if variant else name
         sets = [*((f"download.mirror={mirror}", *MIRROR_SET) if exp.mirror else ()), *exp.set, *more_sets]
+        sets = [s.replace("$MIRROR", mirror) for s in sets]  # a file of the mirror (own documents)
         cmd = [sys.executable, "-m", "raglab.experiments.profiles", ",".join(exp.profiles + more_profiles),
                "--name", run_name, "--temp"]
         if exp.record:

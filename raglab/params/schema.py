@@ -22,6 +22,7 @@ from raglab.params.pipeline import (
     Embedder,
     Group,
     Model,
+    Own,
     Prompt,
     Reranker,
     TrainEmbed,
@@ -40,6 +41,7 @@ class Params(Group):
     build_embed_negatives: BuildEmbedNegatives
     build_sft: BuildSft
     distill_cot: DistillCot
+    own: Own
     train_embed: TrainEmbed
     train_rerank: TrainRerank
     train_llm: TrainLlm
