@@ -18,7 +18,8 @@ from raglab.core.report import StageReport
 from raglab.data.chunks import chunk_document, near_duplicates
 from raglab.data.documents import Document, read_documents
 from raglab.params.loader import load_params
-from raglab.params.pipeline import BuildEmbedNegatives, PassageTable
+from raglab.params.own import PassageTable
+from raglab.params.pipeline import BuildEmbedNegatives
 from raglab.retriever.data import seeded_group_split, seeded_split
 from raglab.retriever.search import EmbedderConfig
 

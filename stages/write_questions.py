@@ -5,8 +5,10 @@ exported replies in `own.questions.replies` are added to the response cache firs
 the cache as it arrives (a killed run asks again only for what is missing), and requests go out concurrently.
 Writes to --out `pairs.jsonl` (the kept questions as `question`, `context`, `answer`, `chunk_id`, `source`,
 `page`: the rows build_embed_negatives reads), `questions.jsonl` (every parsed question with its status),
-`replies.jsonl` (each chunk's raw reply) and `report.json` (questions kept and dropped by filter, chunks without
-a question and why, requests, tokens, teacher seconds).
+`replies.jsonl` (each chunk's raw reply), `sft.jsonl` / `sft_messages.jsonl` (with `own.questions.answers`: each
+kept question with its answer as an SFT record in the prompt template, chunk + question -> answer: train_llm's
+`own` source; empty otherwise) and `report.json` (questions kept and dropped by filter, chunks without a question
+and why, requests, tokens, teacher seconds).
 """
 
 import logging
@@ -22,6 +24,7 @@ from raglab.core.sampling import seeded_prefix
 from raglab.data.chunks import Chunk
 from raglab.generator.distill import usage
 from raglab.generator.questions import counts, drop_near_duplicates, parse_all, requests, round_trip
+from raglab.generator.sft import RCExample, alpaca_record, messages_record
 from raglab.generator.teacher import teacher_endpoint
 from raglab.params.loader import load_params
 from raglab.retriever.search import DenseIndex, EmbedderConfig, encode_passages, encode_queries, load_embedder
@@ -83,6 +86,12 @@ def main(params_file: str, chunks_file: str, teacher_dir: str, out_dir: str) -> 
             {k: v for k, v in row.items() if k != "status"} for row in pairs)))
         report.add_wrote("questions.jsonl", write_jsonl(out / "questions.jsonl", (
             c.row() | {"context": None} for c in outcome.candidates)))
+        answered = [RCExample(f"{row['chunk_id']}-{i}", row["context"], row["question"], row["answer"])
+                    for i, row in enumerate(pairs) if row["answer"]]
+        template, system = params.prompt.template, params.prompt.system
+        report.add_wrote("sft.jsonl", write_jsonl(out / "sft.jsonl", (alpaca_record(ex, template, system)
+                                                                     for ex in answered)))
+        write_jsonl(out / "sft_messages.jsonl", (messages_record(ex, template, system) for ex in answered))
         report.add_wrote("replies.jsonl", write_jsonl(out / "replies.jsonl", (
             {"chunk_id": cid, "reply": text} for cid, text in outcome.replies.items())))
         report.extra.update({

@@ -17,7 +17,7 @@ import click
 from raglab.core.prompts import chat_messages, render_question
 from raglab.params.loader import load_params
 from raglab.params.schema import Params
-from raglab.rag.kb import read_kb
+from raglab.rag.kb import read_chunks, read_kb
 from raglab.rag.routing import MATH, ROUTER_MAX_TOKENS, route_from_reply
 from raglab.rag.system import RagSystem
 from raglab.serving.client import Endpoint
@@ -25,7 +25,8 @@ from raglab.serving.client import Endpoint
 log = logging.getLogger("raglab")
 
 # where the pipeline leaves what the assistant needs, relative to the repository
-PATHS = {"params": "params.yaml", "kb": "data/sft/eval/test_kb.jsonl", "embedder": "models/embedder",
+PATHS = {"params": "params.yaml", "kb": "data/sft/eval/test_kb.jsonl", "chunks": "data/own/chunks/chunks.jsonl",
+         "embedder": "models/embedder",
          "reranker": "models/reranker", "llm": "models/base/llm", "adapter": "models/llm-adapter", "router": "data/infer/rag/router"}
 
 
@@ -173,7 +174,8 @@ def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitSta
     found = materialise(rev, cache)
     params = load_params(params_file or found.get("params", "params.yaml"))
     a = params.assistant
-    for needed in ("kb", "llm"):
+    kb = "chunks" if a.knowledge_base == "documents" else "kb"
+    for needed in (kb, "llm"):
         if needed not in found:
             raise click.ClickException(f"{PATHS[needed]} is missing{f' in {rev}' if rev else ''}: run the pipeline "
                                        "(dvc repro, or make demo and --rev demo)")
@@ -194,7 +196,8 @@ def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitSta
         log.warning("assistant: no trained reranker (%s): no second stage", PATHS["reranker"])
         plus = second = ""
     retriever = first + plus + second
-    assistant = Assistant(params, read_kb(found["kb"]), tuned, found.get("router"), endpoint, retriever, reranker)
+    passages = read_kb(found["kb"]) if kb == "kb" else read_chunks(found["chunks"])
+    assistant = Assistant(params, passages, tuned, found.get("router"), endpoint, retriever, reranker)
     log.info("assistant: %d passages, retriever %s, generator %s (%s), router %s", len(assistant.system.retrievers.kb),
              retriever, generator, SFT_NAME if generator == SFT_NAME else "base weights",
              params.rag.router.kind)

@@ -22,13 +22,13 @@ from raglab.params.pipeline import (
     Embedder,
     Group,
     Model,
-    Own,
     Prompt,
     Reranker,
     TrainEmbed,
     TrainLlm,
     TrainRerank,
 )
+from raglab.params.own import Own
 from raglab.params.serving import Assistant, Rag, Rerank, Score, ServeInfer, Serving
 
 

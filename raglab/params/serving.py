@@ -223,6 +223,7 @@ class Score(Group):
 
 
 class Assistant(Group):
+    knowledge_base: Literal["eval", "documents"]  # the eval split's passages | the user's documents (build_chunks)
     retriever: Retriever
     generator: Literal["base", "sft"]
     host: str

@@ -1,5 +1,6 @@
 """The RAG system's knowledge base: the eval split's passages, each once, as JSON lines (passages may hold
-newlines). build_sft writes it; the scored system and the assistant read it."""
+newlines). build_sft writes it; the scored system and the assistant read it. The assistant can serve the user's
+own documents instead: build_chunks' chunks (``assistant.knowledge_base: documents``)."""
 
 from __future__ import annotations
 
@@ -23,4 +24,12 @@ def read_kb(path: str | os.PathLike) -> list[str]:
     rows = read_jsonl(path)
     if not rows:
         raise DataError(path, "the knowledge base is empty")
+    return [require_text(r, "text", path, i) for i, r in enumerate(rows, start=1)]
+
+
+def read_chunks(path: str | os.PathLike) -> list[str]:
+    """The texts of build_chunks' ``chunks.jsonl``: the user's documents as a knowledge base."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise DataError(path, "no chunks: own.documents gave nothing to serve")
     return [require_text(r, "text", path, i) for i, r in enumerate(rows, start=1)]
