@@ -99,7 +99,8 @@ class Records:
         self.repo = Path(repo)
         self.brief = brief or {}
         self.resamples = resamples
-        self.pair = cache(self._pair)
+        self.pair = cache(self._pair)  # each number is computed once, however many blocks and claims quote it
+        self.interval = cache(self._interval)
 
     @property
     def scores(self) -> Scores:
@@ -114,7 +115,7 @@ class Records:
             raise NumberError(f"{path!r} is not RUN/TRACK/SPLIT/SYSTEM of a per-query file under {RECORDS}/")
         return self.scores[key]
 
-    def interval(self, path: str, metric: str) -> tuple[float, float, float]:
+    def _interval(self, path: str, metric: str) -> tuple[float, float, float]:
         shown = mean_with_interval(self.rows(path), metric, self.resamples)
         if shown is None:
             raise NumberError(f"no query of {path} has {metric!r}")
