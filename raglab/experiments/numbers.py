@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +102,10 @@ class Records:
         self.pair = cache(self._pair)  # each number is computed once, however many blocks and claims quote it
         self.interval = cache(self._interval)
 
-    @property
+    @cached_property
     def scores(self) -> Scores:
-        if not hasattr(self, "_scores"):
-            self._scores = {k: v for k, v in per_query_scores(*workspace_reader(str(self.repo))).items()
-                            if k[0] != "pipeline"}  # the records only: the pipeline's scores change with every run
-        return self._scores
+        """The records' per-query scores only: the pipeline's own (``data/score``) change with every run."""
+        return {k: v for k, v in per_query_scores(*workspace_reader(str(self.repo))).items() if k[0] != "pipeline"}
 
     def rows(self, path: str) -> dict[str, dict[str, float]]:
         key = tuple(path.split("/"))

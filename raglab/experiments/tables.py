@@ -2,8 +2,8 @@
 numbers quoted in prose, checked against those records.
 
 ``docs/tables.yaml`` declares each generated block: the file it lives in, between the lines
-``<!-- generated: NAME (make tables) -->`` and ``<!-- end generated: NAME -->``, and its Markdown (a table's
-header and rows of cells, or free text) written with the placeholders of ``raglab.experiments.numbers``: which
+``<!-- generated: NAME (make tables) -->`` and ``<!-- end generated: NAME -->``, and its Markdown table (a header
+and rows of cells) written with the placeholders of ``raglab.experiments.numbers``: which
 record, track, split, system and metric; a paired delta with its interval; a timing with its machine. It also
 quotes the brief's reference numbers (GPU), each with the test set it used. ``docs/claims.yaml`` keeps the numbers
 quoted in prose outside the blocks: per claim id, its file, the text as quoted, and the template that must
@@ -45,9 +45,8 @@ def markers(name: str) -> tuple[str, str]:
 
 
 def template(block: dict[str, Any]) -> str:
-    """A block's Markdown with its placeholders: ``table`` (``header`` and ``rows``, lists of cells) or ``text``."""
-    if "text" in block:
-        return block["text"].rstrip("\n") + "\n"
+    """A block's Markdown table with its placeholders, from ``table: {header: [cells], rows: [[cells], ...]}``; a
+    cell's line breaks (YAML folds long cells) become spaces, so each row stays one line."""
     table = block["table"]
     width = len(table["header"])
     bad = [i for i, row in enumerate(table["rows"]) if len(row) != width]
