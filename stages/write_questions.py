@@ -4,7 +4,8 @@ The teacher is distill_cot's (a model served here, or an OpenAI-compatible endpo
 exported replies in `own.questions.replies` are added to the response cache first, every reply is committed to
 the cache as it arrives (a killed run asks again only for what is missing), and requests go out concurrently.
 Writes to --out `pairs.jsonl` (the kept questions as `question`, `context`, `answer`, `chunk_id`, `source`,
-`page`: the rows build_embed_negatives reads), `questions.jsonl` (every parsed question with its status),
+`page`: the rows build_embed_negatives reads; `llamaindex.json`, the same in LlamaIndex's
+EmbeddingQAFinetuneDataset format), `questions.jsonl` (every parsed question with its status),
 `replies.jsonl` (each chunk's raw reply), `sft.jsonl` / `sft_messages.jsonl` (with `own.questions.answers`: each
 kept question with its answer as an SFT record in the prompt template, chunk + question -> answer: train_llm's
 `own` source; empty otherwise) and `report.json` (questions kept and dropped by filter, chunks without a question
@@ -22,6 +23,7 @@ from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
 from raglab.core.sampling import seeded_prefix
 from raglab.data.chunks import Chunk
+from raglab.data.pairs import Pair, to_llamaindex, write_llamaindex
 from raglab.generator.distill import usage
 from raglab.generator.questions import counts, drop_near_duplicates, parse_all, requests, round_trip
 from raglab.generator.sft import RCExample, alpaca_record, messages_record
@@ -86,6 +88,8 @@ def main(params_file: str, chunks_file: str, teacher_dir: str, out_dir: str) -> 
             {k: v for k, v in row.items() if k != "status"} for row in pairs)))
         report.add_wrote("questions.jsonl", write_jsonl(out / "questions.jsonl", (
             c.row() | {"context": None} for c in outcome.candidates)))
+        write_llamaindex(out / "llamaindex.json", *to_llamaindex(
+            Pair(row["question"], row["context"], row["chunk_id"], row["answer"]) for row in pairs))
         answered = [RCExample(f"{row['chunk_id']}-{i}", row["context"], row["question"], row["answer"])
                     for i, row in enumerate(pairs) if row["answer"]]
         template, system = params.prompt.template, params.prompt.system

@@ -68,8 +68,15 @@ class Questions(Group):
         return self
 
 
+class Pairs(Group):
+    """The user's own labelled rows: a table (CSV/TSV, JSON Lines, Parquet, JSON) or LlamaIndex's JSON."""
+    path: str
+    columns: dict[Literal["query", "passage", "passage_id", "answer", "query_id"], str | None]  # ours -> the file's
+
+
 class Own(Group):
-    """The user's own domain: documents into chunks, and the questions a teacher writes about them."""
+    """The user's own domain: documents into chunks, the questions a teacher writes about them, labelled pairs."""
     documents: Documents
     chunks: Chunks
     questions: Questions
+    pairs: Pairs
