@@ -103,7 +103,8 @@ def synthetic_repo(tmp_path: Path, claim: dict) -> Path:
 
 
 CLAIM = {"file": "docs/page.md", "quote": "EM 75.00, up +50.00 [0.00, +100.00]",
-         "value": "EM {mean:rec/generation/test/sft:em}, up {delta:rec/generation/test/sft=rec/generation/test/base:em}"}
+         "value": "EM {mean:rec/generation/test/sft:em}, "
+                  "up {delta:rec/generation/test/sft=rec/generation/test/base:em}"}
 
 
 def test_a_claim_fails_when_its_record_changes(tmp_path):
@@ -147,7 +148,8 @@ def test_placeholders_name_what_the_records_hold(tmp_path):
     records = Records(tmp_path, brief={"em": "39.72 (1,002 trial questions)"})
     assert records.render("{n:rec/generation/test/sft} on {passages:rec/generation/test/sft}") == "4 on 2"
     assert records.render("{noise:rec/generation/test/sft=rec/generation/test/base:em}") == "within noise"
-    assert records.render("{brief:em}; \\boxed{} and {context} stay") == "39.72 (1,002 trial questions); \\boxed{} and {context} stay"
+    text = "{brief:em}; \\boxed{} and {context} stay"  # braces that are no placeholder are left as they are
+    assert records.render(text) == "39.72 (1,002 trial questions); \\boxed{} and {context} stay"
     for wrong, message in (("{mean:rec/generation/test/dpo:em}", "not RUN/TRACK/SPLIT/SYSTEM"),
                            ("{mean:rec/generation/test/sft:f1}", "no query of"),
                            ("{mean:rec/generation/test/sft}", "not enough values"),
