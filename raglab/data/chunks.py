@@ -70,13 +70,22 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 def _cut_long(text: str, span: tuple[int, int], offsets: Callable[[str], list[tuple[int, int]]],
               size: int) -> list[tuple[int, int, int]]:
-    """A sentence of more than ``size`` tokens cut into pieces of ``size`` tokens: ``(start, end, tokens)``."""
+    """A sentence of more than ``size`` tokens cut into pieces of at most ``size`` tokens: ``(start, end, tokens)``.
+    A piece cut inside a word can read as more tokens on its own ("##ism" becomes "ism"): it is counted again and
+    shortened until it fits."""
     s, e = span
     marks = offsets(text[s:e])
-    pieces = []
-    for i in range(0, len(marks), size):
-        window = marks[i:i + size]
-        pieces.append((s + window[0][0], s + window[-1][1], len(window)))
+    pieces, i = [], 0
+    while i < len(marks):
+        k = min(size, len(marks) - i)
+        while True:
+            start, end = s + marks[i][0], s + marks[i + k - 1][1]
+            n = len(offsets(text[start:end]))
+            if n <= size or k == 1:
+                break
+            k -= 1
+        pieces.append((start, end, n))
+        i += k
     return pieces
 
 
@@ -98,14 +107,21 @@ def chunk_document(doc: Document, offsets: Callable[[str], list[tuple[int, int]]
         while j < len(units) and total + units[j][2] <= size:
             total += units[j][2]
             j += 1
-        start, end = units[i][0], units[j - 1][1]
-        text = " ".join(doc.text[start:end].split())  # one line: a knowledge-base line, the same whatever the spacing
+        while True:  # whole sentences add up; pieces of one cut sentence read together can count otherwise
+            start, end = units[i][0], units[j - 1][1]
+            text = " ".join(doc.text[start:end].split())  # one line: a knowledge-base line, whatever the spacing
+            total = len(offsets(text))
+            if total <= size or j - 1 == i:
+                break
+            j -= 1
         chunk_id = hashlib.sha1(f"{doc.source}\0{start}\0{end}".encode()).hexdigest()[:12]
         chunks.append(Chunk(chunk_id, text, doc.source, doc.page_of(start), start, end, total, language(text)))
         if j == len(units):
             break
-        back, shared = j, 0  # the next chunk starts with this one's last sentences, up to `overlap` tokens
-        while back - 1 > i and shared + units[back - 1][2] <= overlap:
+        # the next chunk starts with this one's last sentences, up to `overlap` tokens, and leaves room for the next
+        # sentence: a chunk of repeated sentences only would add nothing
+        back, shared, room = j, 0, min(overlap, size - units[j][2])
+        while back - 1 > i and shared + units[back - 1][2] <= room:
             back -= 1
             shared += units[back][2]
         i = back
