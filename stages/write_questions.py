@@ -21,7 +21,7 @@ import click
 from raglab.core.errors import run
 from raglab.core.formats import read_jsonl, write_jsonl
 from raglab.core.report import StageReport
-from raglab.core.sampling import seeded_prefix
+from raglab.core.sampling import seeded_order
 from raglab.data.chunks import Chunk
 from raglab.data.pairs import Pair, to_llamaindex, write_llamaindex
 from raglab.generator.distill import usage
@@ -50,10 +50,14 @@ def main(params_file: str, chunks_file: str, teacher_dir: str, out_dir: str) -> 
     with StageReport("write_questions", out / "report.json") as report:
         corpus = [Chunk(**row) for row in read_jsonl(chunks_file)]
         report.add_read(chunks_file, len(corpus))
-        chunks = seeded_prefix(corpus, q.max_chunks, q.seed)
+        # asked in the seeded order (results kept in the corpus' order): what a killed run leaves in the cache is a
+        # seeded prefix, so max_chunks set to it reuses every reply, and a larger one asks only for the rest
+        order = seeded_order(len(corpus), q.seed)[:q.max_chunks]
+        chunks = [corpus[i] for i in sorted(order)]
+        asking = [corpus[i] for i in order]
         report.drop("chunks_not_sampled", len(corpus) - len(chunks))
         prompts = q.prompts_with_answers if q.answers else q.prompts
-        asked = requests(chunks, prompts, q.per_chunk, params.prompt.system, q.seed)
+        asked = requests(asking, prompts, q.per_chunk, params.prompt.system, q.seed)
 
         replies, started = [], time.perf_counter()
         if asked:
@@ -63,10 +67,12 @@ def main(params_file: str, chunks_file: str, teacher_dir: str, out_dir: str) -> 
                     imported = import_replies(cache, file, identity)
                     report.extra.setdefault("imported_replies", {})[file.name] = imported
                     report.add_read(f"{q.replies}/{file.name}", imported["added"] + imported["present"])
-                replies = chat_many(endpoint, asked, Sampling(q.max_tokens, q.temperature),
+                answers = chat_many(endpoint, asked, Sampling(q.max_tokens, q.temperature),
                                     concurrency=serving.concurrency, timeout_s=serving.timeout_s,
                                     max_retries=serving.max_retries, cache=cache, identity=identity,
                                     desc=f"questions for {len(asked)} chunks")
+            by_id = {c.id: reply for c, reply in zip(asking, answers)}
+            replies = [by_id[c.id] for c in chunks]
             log.info("%d chunks asked, %d replies from the cache", len(asked), sum(r.cached for r in replies))
         teacher_seconds = time.perf_counter() - started
 

@@ -1,5 +1,6 @@
 import pytest
 
+from raglab.retriever.data import spread_repeated_passages
 from raglab.retriever.train import length_buckets
 
 
@@ -28,6 +29,25 @@ def test_length_buckets_cap_lengths_and_spread_the_remainder():
     # rows of 6 words or more reach the cap (8 tokens with [CLS] and [SEP]) and tie: a stable sort
     # keeps them in file order
     assert [[r["pos"][0].count("w") for r in b] for b in buckets] == [[3, 5, 50], [40, 30], [20, 10]]
+
+
+def passages_of(rows):
+    return [r["pos"][0] for r in rows]
+
+
+def test_no_training_file_holds_a_passage_twice():
+    """Two questions of one chunk in a batch are each other's false negatives: the files batches are drawn from
+    hold each passage once, every row kept, a moved row in the nearest bucket that takes it."""
+    rows = [{"query": f"q{i}", "pos": [p], "neg": []} for i, p in enumerate("aabbccdde")]
+    buckets, beside = spread_repeated_passages([rows[:4], rows[4:]])
+    assert [passages_of(b) for b in buckets] == [["a", "b", "c", "d"], ["a", "b", "c", "d", "e"]]
+    assert beside == 0 and sorted(r["query"] for b in buckets for r in b) == sorted(r["query"] for r in rows)
+    one, _ = spread_repeated_passages([rows])  # one file: split by how many questions of the passage came before
+    assert [passages_of(b) for b in one] == [["a", "b", "c", "d", "e"], ["a", "b", "c", "d"]]
+    three = [{"query": "x", "pos": ["p"], "neg": []}] * 3  # more questions of one passage than files: counted
+    assert spread_repeated_passages([three[:2], three[2:]])[1] == 1
+    distinct = [{"query": "q", "pos": [p], "neg": []} for p in "xyz"]
+    assert spread_repeated_passages([distinct]) == ([distinct], 0)  # nothing repeated: one file, as it was
 
 
 def test_length_buckets_reject_zero():

@@ -17,14 +17,19 @@ def sample(examples: Sequence[T], max_samples: int | None, seed: int) -> list[T]
     return [e for i, e in enumerate(examples) if i in keep]
 
 
+def seeded_order(n: int, seed: int) -> list[int]:
+    """``range(n)`` in a seeded shuffle: the order ``seeded_prefix`` takes examples in."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def seeded_prefix(examples: Sequence[T], max_samples: int | None, seed: int) -> list[T]:
     """The first ``max_samples`` of a seeded shuffle (order kept): a larger cap keeps every example a smaller one
     chose, so a long run (a teacher's questions) can grow in steps and reuse what was asked."""
     if max_samples is None or len(examples) <= max_samples:
         return list(examples)
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    keep = set(order[:max_samples])
+    keep = set(seeded_order(len(examples), seed)[:max_samples])
     return [e for i, e in enumerate(examples) if i in keep]
 
 

@@ -173,3 +173,33 @@ def beir_files(split: EvalSplit) -> tuple[list[dict], list[dict], list[str]]:
     ]
     return queries, corpus, qrels
 
+
+
+def spread_repeated_passages(buckets: list[list[dict]]) -> tuple[list[list[dict]], int]:
+    """Training files (each batch is drawn from one) in which no positive passage appears twice: a passage's
+    second question in a batch would be an in-batch negative of its first (a false negative; two questions a chunk
+    make it common, and length buckets put a chunk's questions in one bucket). A row whose passage its bucket
+    already holds moves to the nearest bucket that does not; one bucket is first split by how many questions of
+    the row's passage came before it. Returns the buckets and how many rows stay beside a repeat (a passage with
+    more questions than there are buckets)."""
+    if len(buckets) == 1:
+        seen: dict[str, int] = {}
+        by_turn: list[list[dict]] = []
+        for row in buckets[0]:
+            turn = seen[row["pos"][0]] = seen.get(row["pos"][0], -1) + 1
+            if turn == len(by_turn):
+                by_turn.append([])
+            by_turn[turn].append(row)
+        buckets = by_turn
+    out: list[list[dict]] = [[] for _ in buckets]
+    held: list[set[str]] = [set() for _ in buckets]
+    beside = 0
+    for b, bucket in enumerate(buckets):
+        for row in bucket:
+            passage = row["pos"][0]
+            free = [c for c in sorted(range(len(buckets)), key=lambda c: (abs(c - b), c)) if passage not in held[c]]
+            target = free[0] if free else b
+            beside += not free
+            out[target].append(row)
+            held[target].add(passage)
+    return out, beside

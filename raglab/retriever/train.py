@@ -30,6 +30,7 @@ from raglab.models.trainer import (
     training_precision,
 )
 from raglab.params.pipeline import TrainEmbed
+from raglab.retriever.data import spread_repeated_passages
 from raglab.retriever.search import EmbedderConfig
 from raglab.retriever.vocabulary import check_same_tokenizer, extend_vocabulary
 
@@ -230,9 +231,15 @@ def train_embedder(base: EmbedderConfig, hp: TrainEmbed, train_file: str, output
 
             tokenizer = AutoTokenizer.from_pretrained(start.local_path(), trust_remote_code=base.trust_remote_code)
             groups = length_buckets(rows, tokenizer, hp.length_buckets, hp.passage_max_len)
-            if len(groups[-1]) < batch:
-                raise ValueError(f"train_embed.length_buckets={len(groups)} leaves buckets of {len(groups[-1])} rows, "
-                                 f"fewer than one batch of {batch}: use fewer buckets")
+        groups, beside_repeat = spread_repeated_passages(groups)
+        if beside_repeat:
+            log.warning("%d rows share a batch file with another question of their passage (more questions of one "
+                        "passage than files)", beside_repeat)
+        if len(groups) > 1:
+            if min(len(g) for g in groups) < batch:
+                raise ValueError(f"train_embed: {len(groups)} training files (length_buckets={hp.length_buckets}, "
+                                 f"repeated passages apart) leave one of {min(len(g) for g in groups)} rows, fewer "
+                                 f"than one batch of {batch}: use fewer buckets")
             train_files = [str(Path(tmp) / f"bucket-{i:02d}.jsonl") for i in range(len(groups))]
             for path, bucket in zip(train_files, groups):
                 write_jsonl(path, bucket)
