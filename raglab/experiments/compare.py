@@ -18,6 +18,7 @@ pull-request workflow (``.github/workflows/pull-request.yml``) posts it as the j
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -84,6 +85,14 @@ def per_query_scores(read: Callable[[str], str | None], listdir: Callable[[str],
     return scores
 
 
+def retrieval_key(i: int, row: dict) -> str:
+    """A retrieval query's key: its gold passage (a short hash) as the cluster, its row as the question
+    (``PASSAGE_QUERY_i``, the form ``cluster_of`` reads): the questions of one passage (two a chunk from a teacher,
+    several a financial-qa passage) are resampled together."""
+    gold = hashlib.sha256(str(row.get("gold", row["query"])).encode("utf-8")).hexdigest()[:12]
+    return f"P{gold}_QUERY_{i}"
+
+
 def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable[[str], list[str]]
                  ) -> dict[tuple[str, str, str], dict[str, dict[str, float]]]:
     """{(track, split, system): {query key: {metric: value}}} of the score folders under ``root``."""
@@ -94,7 +103,7 @@ def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable
             for i, row in enumerate(_jsonl(read(f"{root}/retrieval/{name}") or "")):
                 for system, values in row.items():
                     if isinstance(values, dict):
-                        key = f"{i}|{row['query']}"
+                        key = retrieval_key(i, row)
                         scores.setdefault(("retrieval", split, system), {})[key] = {
                             k: v for k, v in values.items() if isinstance(v, (int, float))}
     for split in listdir(f"{root}/generation"):
