@@ -12,7 +12,7 @@ import pytest
 from fake_openai import Action, FakeOpenAI, ragas_input, schema_title, user_text
 
 from raglab.core.report import StageReport
-from raglab.rag.kb import read_kb, unique_passages, write_kb
+from raglab.rag.kb import read_chunks, read_kb, unique_passages, write_kb
 from raglab.rag.routing import MATH, RAG, EmbeddingRouter, route_from_reply, routing_accuracy
 from raglab.rag.system import rag_messages
 from raglab.retriever.data import seeded_group_split
@@ -90,6 +90,18 @@ def test_knowledge_base_file_keeps_passages_with_newlines(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": 0}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.jsonl.*row 1.*text"):
         read_kb(tmp_path / "bad.jsonl")
+
+
+def test_the_users_documents_as_a_knowledge_base(tmp_path):
+    """assistant.knowledge_base: documents serves build_chunks' chunks; no chunk is an error naming the file."""
+    chunks = [{"id": "a1", "text": "Zephyr Motors employed 3,100 people.", "source": "z.md"},
+              {"id": "b2", "text": "赵敏出生于1998年。", "source": "人物介绍.txt"}]
+    (tmp_path / "chunks.jsonl").write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chunks),
+                                           encoding="utf-8")
+    assert read_chunks(tmp_path / "chunks.jsonl") == [c["text"] for c in chunks]
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"empty\.jsonl.*no chunks"):
+        read_chunks(tmp_path / "empty.jsonl")
 
 
 MATHS = [f"Tom has {n} apples and buys {n + 3} more. How many apples does he have now?" for n in range(2, 14)]
