@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -208,18 +209,21 @@ def test_each_filter_fires_once_where_the_script_puts_it(tmp_path, params, minil
     assert {(r["model"], r["temperature"], r["max_tokens"]) for r in fake.requests} == {("t", 0.0, 160)}
     assert report["usage"]["all"]["requests"] == 7 and report["usage"]["all"]["completion_tokens"] == 6 * 30
 
-    # the kept pairs through LlamaIndex's format and back, and into build_embed_negatives as an extra eval split
-    from raglab.data.pairs import Pair, read_pairs, to_llamaindex, write_llamaindex
+    # the kept pairs in LlamaIndex's format (llamaindex.json) read back, and as an extra eval split of
+    # build_embed_negatives (train_on: questions)
     from raglab.core.report import StageReport
+    from raglab.data.pairs import read_llamaindex, read_pairs
     from stages import build_embed_negatives
 
+    back = read_pairs(out / "llamaindex.json", None, StageReport("x"))
+    assert [(b.query, b.passage, b.passage_id) for b in back] == \
+        [(p["question"], p["context"], p["chunk_id"]) for p in pairs]
+    queries, corpus, relevant = read_llamaindex(out / "llamaindex.json")
+    assert len(queries) == 5 and corpus == {p["chunk_id"]: p["context"] for p in pairs}
+    assert sorted(relevant.values()) == sorted([p["chunk_id"]] for p in pairs)
     evals = tmp_path / "evals"
-    own = [Pair(p["question"], p["context"], p["chunk_id"], p["answer"]) for p in pairs]
-    write_llamaindex(evals / "own.json", *to_llamaindex(own))
-    back = read_pairs(evals / "own.json", None, StageReport("x"))
-    assert [(b.query, b.passage, b.passage_id) for b in back] == [(p.query, p.passage, p.passage_id) for p in own]
-    data = json.loads((evals / "own.json").read_text())
-    assert set(data) == {"queries", "corpus", "relevant_docs", "mode"} and len(data["corpus"]) == 5
+    evals.mkdir()
+    shutil.copy(out / "llamaindex.json", evals / "own.json")
 
     source = tmp_path / "source.jsonl"
     write_jsonl(source, [{"question": f"What did Firm {i} report?", "context": f"Firm {i} reported a profit of {i} "

@@ -29,9 +29,10 @@ from raglab.experiments.profiles import flatten
 from raglab.params.loader import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"download@data", "download@llm", "download@teacher", "build_sft", "distill_cot",
-              "build_embed_negatives", "train_llm", "train_embed", "train_rerank", "serve_infer_retrieval", "serve_infer_generation",
-              "serve_infer_math", "serve_infer_rag", "score_retrieval", "score_generation", "score_math", "score_rag"}
+ALL_STAGES = {"download@data", "download@llm", "download@teacher", "build_sft", "distill_cot", "build_chunks",
+              "build_pairs", "write_questions", "build_embed_negatives", "train_llm", "train_embed", "train_rerank",
+              "serve_infer_retrieval", "serve_infer_generation", "serve_infer_math", "serve_infer_rag",
+              "score_retrieval", "score_generation", "score_math", "score_rag"}
 
 pytestmark = pytest.mark.slow
 
@@ -188,22 +189,29 @@ RAG = {"serve_infer_rag", "score_rag"}  # the RAG system reads both models, so b
 RERANKED = {"serve_infer_retrieval", "score_retrieval"} | RAG  # what reads the reranker
 RETRIEVER = {"train_embed", "train_rerank"} | RERANKED
 GENERATOR = {"train_llm", "serve_infer_generation", "serve_infer_math", "score_generation", "score_math"} | RAG
+# the teacher's questions about the user's chunks: build_embed_negatives reads their pairs (train_on: questions),
+# train_llm their SFT records (train_llm.mixture.own), so both tracks follow them
+QUESTIONS = {"write_questions", "build_embed_negatives"} | RETRIEVER | GENERATOR
 INVALIDATION = {
     "download.limit": {"download@data", "build_sft", "distill_cot", "build_embed_negatives"} | RETRIEVER | GENERATOR,
-    "prompt.template": {"build_sft"} | GENERATOR,
-    "prompt.system": {"build_sft", "distill_cot"} | GENERATOR,
+    "prompt.template": {"build_sft"} | GENERATOR | QUESTIONS,
+    "prompt.system": {"build_sft", "distill_cot"} | GENERATOR | QUESTIONS,
     "llm.revision": {"download@llm"} | GENERATOR,
-    "embedder.batch_size": {"build_embed_negatives"} | RETRIEVER,
+    "embedder.batch_size": {"build_chunks"} | QUESTIONS,  # chunks are sized in the embedder's tokens
     "build_embed_negatives.num_negatives": {"build_embed_negatives"} | RETRIEVER,
+    "build_embed_negatives.train_on": {"build_embed_negatives"} | RETRIEVER,  # the questions are not asked again
+    "own.chunks.size": {"build_chunks"} | QUESTIONS,
+    "own.questions.prompts.en": QUESTIONS,  # a changed teacher prompt: the questions again, not the chunks
+    "own.pairs.columns.query": {"build_pairs"},  # no stage reads its rows until build_embed_negatives.source does
     "build_sft.seed": {"build_sft"} | GENERATOR,
     "distill_cot.max_rounds": {"distill_cot"} | GENERATOR,
-    "distill_cot.teacher.revision": {"download@teacher", "distill_cot"} | GENERATOR,
+    "distill_cot.teacher.revision": {"download@teacher", "distill_cot"} | GENERATOR | QUESTIONS,
     "train_embed.learning_rate": RETRIEVER,
     "train_llm.learning_rate": GENERATOR,
     "train_rerank.learning_rate": {"train_rerank"} | RERANKED,
     "reranker.max_len": {"train_rerank"} | RERANKED,
     "rerank.candidates": RERANKED,
-    "serving.concurrency": {"distill_cot"} | GENERATOR,
+    "serving.concurrency": {"distill_cot"} | GENERATOR | QUESTIONS,
     "serve_infer.retrieval.top_k": {"serve_infer_retrieval", "score_retrieval"},
     "serve_infer.generation.max_tokens": {"serve_infer_generation", "score_generation"},
     "serve_infer.math.max_tokens": {"serve_infer_math", "score_math"},
