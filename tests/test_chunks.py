@@ -1,5 +1,5 @@
 """Documents into chunks (raglab.data.chunks, stages/build_chunks): sentence ends in English and Chinese, chunks
-never above their size in tokens, overlap by whole sentences, pages traced, near-duplicates dropped, and the stage
+never above their size in tokens, overlap by whole sentences, pages traced, near repeats dropped, and the stage
 end to end on the synthetic mirror's documents plus a PDF, a Word file and a corrupt PDF written here."""
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_language_by_share_of_chinese_characters():
     assert language("") == "en"
 
 
-def test_near_duplicates_exact_near_and_distinct():
+def test_near_repeats_exact_near_and_distinct():
     texts = ["Zephyr Motors reported total revenue of $4.2 billion for fiscal 2023, driven by higher volumes.",
              "Harbor Retail opened 48 new stores in 2023, most of them in the Midwest.",
              "  zephyr motors reported total revenue of $4.2 billion for fiscal 2023,\ndriven by higher volumes.",
