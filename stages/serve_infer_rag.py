@@ -18,7 +18,7 @@ from raglab.rag.kb import read_kb
 from raglab.rag.routing import MATH, RAG, ROUTER_MAX_TOKENS, route_from_reply, training_questions
 from raglab.rag.system import RagSystem
 from raglab.serving.cache import response_cache
-from raglab.serving.client import Endpoint, Sampling
+from raglab.serving.client import Endpoint, Reply, Sampling
 from raglab.serving.systems import ask, systems_to_ask
 from raglab.serving.vllm import BASE_NAME
 
@@ -58,7 +58,8 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
     ranked, systems, shared = {}, {}, None
     for split, (rows, kb) in splits.items():
         systems[split] = shared = RagSystem.build(params, kb, tuned_embedder=tuned_embedder,
-                                                  tuned_reranker=tuned_reranker, shared=shared)
+                                                  tuned_reranker=tuned_reranker, shared=shared, llm=base_dir,
+                                                  adapter=adapter)
         position = {text: i for i, text in enumerate(kb)}
         questions = [row["question"] for row in rows]
         for name in rag.retrievers:
@@ -71,6 +72,7 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
                 result["rerank_s"] = round(s, 5)  # the time the question's reranking took
             report.add_wrote(f"{split}/retrieval/{name}.jsonl",
                              write_jsonl(out / split / "retrieval" / f"{name}.jsonl", results))
+    shared.retrievers.release_llm()  # the LLM rerankers are done: their memory goes to the served generators
 
     # routing: train the embedding router now; the llm router is asked while its model is served
     train_q, eval_q = routing_questions(sft_dir, distill_dir, gsm8k_dir, splits[rag.splits[0]][0], rag, report)
@@ -84,6 +86,16 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
             {"question": q, "route": label, "predicted": p} for q, label, p in zip(held_out, labels, predicted))))
 
     first = systems[rag.splits[0]]
+
+    def answer(system: RagSystem, endpoint: Endpoint, identity: str, rows: list[dict], passages: list[list[str]],
+               desc: str) -> list[Reply]:
+        """The generator's reply to each question from its passages; a question left without any (the reranker's
+        threshold kept none) gets the system's no-passage answer and is not asked."""
+        asked = [i for i, ps in enumerate(passages) if ps]
+        chats = [system.generator_chat(rows[i]["question"], passages[i]) for i in asked]
+        replies = dict(zip(asked, ask(endpoint, chats, sampling, serving, cache, identity, desc, keep_too_long=True)))
+        return [replies[i] if i in replies else Reply(content=system.no_passage_answer(row["question"]))
+                for i, row in enumerate(rows)]
 
     def llm_route(endpoint: Endpoint, identity: str) -> None:
         replies = ask(endpoint, first.router_chats(held_out), Sampling(ROUTER_MAX_TOKENS, 0.0), serving, cache,
@@ -109,10 +121,10 @@ def run_rag(params: Params, sft_dir: Path, distill_dir: Path, gsm8k_dir: Path, t
             rows = [all_rows[i] for i in answered[split]]
             for name in rag.retrievers:
                 passages = [[kb[j] for j, _ in ranked[split, name][i][:rag.top_k]] for i in answered[split]]
-                chats = [systems[split].generator_chat(row["question"], ps) for row, ps in zip(rows, passages)]
                 system = f"{name}+{generator}"
-                replies = ask(endpoint, chats, sampling, serving, cache, identity, f"{system} {split}",
-                              keep_too_long=True)
+                replies = answer(systems[split], endpoint, identity, rows, passages, f"{system} {split}")
+                if unasked := sum(not ps for ps in passages):  # no passage above the reranker's threshold
+                    report.extra.setdefault("no_passage", {})[f"{split}/{system}"] = unasked
                 results = [{"id": row["id"], "question": row["question"], "gold": row["answers"],
                             "golds": row["golds"], "gold_passage": row["context"], "passages": ps,
                             "prediction": reply.content, **({"error": reply.error} if reply.too_long else {})}

@@ -1,10 +1,10 @@
 """A scripted OpenAI-compatible chat server for tests (a test double: it lives in tests/ only).
 
 ``FakeOpenAI(script)`` serves ``POST /v1/chat/completions`` on 127.0.0.1 and a free port. For each
-request, ``script(request)`` returns an ``Action``: a reply (content, optional
-``reasoning_content``, optional delay) or a failure (an HTTP status with optional ``Retry-After``,
-a body that is not JSON, or a connection dropped without a response). The server records every
-request and the largest number of requests it was handling at once.
+request, ``script(request)`` returns an ``Action``: a reply (content, optional ``reasoning_content``,
+optional delay; or a whole JSON body of the script's, for other routes and fields) or a failure (an HTTP
+status with optional ``Retry-After``, a body that is not JSON, or a connection dropped without a response).
+The server records every request and the largest number of requests it was handling at once.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Action:
     prompt_tokens: int = 10
     completion_tokens: int = 20
     message: str | None = None  # a failure's error message (default "scripted <status>")
+    body: dict | None = None  # a reply's whole JSON body instead of a chat completion's (other routes, extra fields)
 
 
 def user_text(request: dict) -> str:
@@ -75,6 +76,8 @@ class FakeOpenAI:
                     data = json.dumps({"error": {"message": action.message or f"scripted {action.status}"}}).encode()
                 elif action.malformed:
                     data = b"{this is not json"
+                elif action.body is not None:
+                    data = json.dumps(action.body).encode()
                 else:
                     message = {"role": "assistant", "content": action.content}
                     if action.reasoning is not None:

@@ -257,7 +257,8 @@ def test_embedder_pairs_from_cmrc_training_passages_only(mirror, tmp_path, param
     assert not {r["pos"][0] for r in train} & {r["corpus"][0] for r in test}
 
 
-def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp_path, params, minilm_dir, monkeypatch):
+def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp_path, params, minilm_dir, monkeypatch,
+                                                                     tiny_llm):
     """serve_infer_rag and score_rag with every model behind the scripted OpenAI-compatible server: an external
     generator, the llm router and the judge (the local systems and the embedding router run in the DVC test)."""
     import yaml
@@ -288,11 +289,13 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
         p["embedder"] = embedder
         p["build_sft"].update(train_split="validation", eval_split="validation", eval_size=0.3, max_eval=6)
         p["rag"].update(
-            retrievers=["bm25", "tuned", "hybrid", "bm25+rerank"], generators=[], max_answers=4,
+            retrievers=["bm25", "tuned", "hybrid", "bm25+rerank", "bm25+query_likelihood"], generators=[], max_answers=4,
             external=[{"name": "hosted", "base_url": server.base_url, "model": "gen-1"}],
             router={**p["rag"]["router"], "kind": "llm",
                     "endpoint": {"name": "router", "base_url": server.base_url, "model": "router-1"}})
         p["reranker"].update(model=minilm_dir, revision=None, max_len=128)  # its head untrained: order only
+        # the tiny LLM's question tokens average about -8: a threshold of -1e-6 keeps no passage
+        p["rerank"]["llm"]["query_likelihood"]["threshold"] = -1e-6
         p["score"]["rag"]["judge"].update(kind="endpoint", base_url=server.base_url, model="judge-1", strictness=1)
         p["score"]["generation"]["cosine_embedder"] = {"library": "flagembedding", **{k: embedder[k] for k in (
             "model", "revision", "pooling", "query_max_len", "passage_max_len", "batch_size")}}
@@ -308,7 +311,7 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
             (download.main, ["--out", str(tmp_path / "raw")]),
             (build_sft.main, ["--source", str(tmp_path / "raw" / "cmrc2018"), "--out", str(tmp_path / "sft")]),
             (serve_infer_rag.main, ["--eval", str(tmp_path / "sft"), "--adapter", str(tmp_path / "models"),
-                                "--base", str(tmp_path / "models"), "--embedder", minilm_dir,
+                                "--base", tiny_llm, "--embedder", minilm_dir,
                                 "--reranker", minilm_dir, "--math", str(tmp_path / "distill"), "--gsm8k", str(tmp_path / "raw" / "gsm8k"),
                                 "--out", str(tmp_path / "infer")]),
             (score_rag.main, ["--infer", str(tmp_path / "infer"), "--metrics", str(tmp_path / "rag.json"),
@@ -316,10 +319,18 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
             result = runner.invoke(command, ["--params", str(params_file), *args], catch_exceptions=False)
             assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "rag.json").read_text())
-    assert set(metrics["test"]) == {"bm25", "tuned", "hybrid", "bm25+rerank", "bm25+hosted", "tuned+hosted",
-                                    "hybrid+hosted", "bm25+rerank+hosted"}
+    assert set(metrics["test"]) == {"bm25", "tuned", "hybrid", "bm25+rerank", "bm25+query_likelihood", "bm25+hosted",
+                                    "tuned+hosted", "hybrid+hosted", "bm25+rerank+hosted",
+                                    "bm25+query_likelihood+hosted"}
     assert metrics["test"]["bm25+rerank"]["rerank_p95_s"] >= metrics["test"]["bm25+rerank"]["rerank_p50_s"] > 0
     assert "rerank_p50_s" not in metrics["test"]["bm25"]
+    # no passage above the LLM reranker's threshold: the system's own answer, the generator never asked
+    unanswerable = read_jsonl(tmp_path / "infer" / "test" / "bm25+query_likelihood+hosted.jsonl")
+    assert {a["prediction"] for a in unanswerable} == {p["rag"]["no_passage"]["zh"]} and len(unanswerable) == 4
+    asked = [user_text(r) for r in server.requests if r["model"] == "gen-1"]
+    assert asked and not [text for text in asked if "### 已知文段：\n" in text]  # no prompt with an empty context
+    report = json.loads((tmp_path / "infer" / "report.json").read_text())
+    assert report["no_passage"] == {"test/bm25+query_likelihood+hosted": 4}
     answers = read_jsonl(tmp_path / "infer" / "test" / "bm25+hosted.jsonl")
     assert [a["prediction"] for a in answers if "error" in a] == [""]  # kept in the grid, scored as wrong
     dropped = json.loads((tmp_path / "infer" / "report.json").read_text())["dropped"]

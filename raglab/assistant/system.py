@@ -59,7 +59,7 @@ class Reply:
 class Turn:
     """A question routed and its passages retrieved: what the generator is asked, and how."""
     reply: Reply  # route, passages and timings so far; the answer starts with ``prefix``
-    messages: list[dict]
+    messages: list[dict] | None  # None: nothing to ask (no passage passed the reranker's threshold: answered)
     max_tokens: int
     temperature: float
     extra_body: dict | None = None
@@ -72,7 +72,8 @@ class Assistant:
     distillation prompt (maths)."""
 
     def __init__(self, params: Params, kb: list[str], tuned_embedder: str | None, router_dir: str | None,
-                 endpoint: Endpoint, retriever: str, tuned_reranker: str | None = None):
+                 endpoint: Endpoint, retriever: str, tuned_reranker: str | None = None, llm: str | None = None,
+                 adapter: str | None = None):
         from openai import OpenAI
 
         self.params, self.endpoint = params, endpoint
@@ -81,7 +82,7 @@ class Assistant:
             raise click.ClickException("the embedding router is trained by serve_infer_rag: run the pipeline "
                                        "(or make demo and --rev demo), or set rag.router.kind llm")
         self.system = RagSystem.build(params, kb, tuned_embedder=tuned_embedder, tuned_reranker=tuned_reranker,
-                                      router_dir=router_dir)
+                                      router_dir=router_dir, llm=llm, adapter=adapter)
         if retriever not in self.system.retrievers.available():
             raise click.ClickException(f"assistant.retriever {retriever!r} needs a trained model "
                                        f"(available: {self.system.retrievers.available()})")
@@ -123,6 +124,9 @@ class Assistant:
         reply.timings["retrieval_s"] = time.perf_counter() - started  # the first stage and the reranking
         if rerank_s:
             reply.timings["rerank_s"] = rerank_s[0]
+        if not reply.passages:  # the reranker's threshold kept none: say so rather than answer from nothing
+            reply.answer = self.system.no_passage_answer(question)
+            return Turn(reply, None, max_tokens or self.rag.max_tokens, temperature)
         chat = self.system.generator_chat(question, [p["text"] for p in reply.passages])
         return Turn(reply, chat[:-1] + history + chat[-1:], max_tokens or self.rag.max_tokens, temperature)
 
@@ -133,6 +137,8 @@ class Assistant:
 
     def generate(self, turn: Turn) -> Reply:
         started, reply = time.perf_counter(), turn.reply
+        if turn.messages is None:
+            return reply
         response = self._create(turn)
         reply.answer += response.choices[0].message.content or ""
         reply.finish_reason = response.choices[0].finish_reason or "stop"
@@ -146,6 +152,8 @@ class Assistant:
         started, reply = time.perf_counter(), turn.reply
         if reply.answer:
             yield reply.answer
+        if turn.messages is None:
+            return
         for chunk in self._create(turn, stream=True, stream_options={"include_usage": True}):
             if chunk.usage is not None:
                 _add_usage(reply.usage, chunk.usage)
@@ -197,7 +205,8 @@ def start(params_file: str | os.PathLike | None, rev: str | None, stack: ExitSta
         plus = second = ""
     retriever = first + plus + second
     passages = read_kb(found["kb"]) if kb == "kb" else read_chunks(found["chunks"])
-    assistant = Assistant(params, passages, tuned, found.get("router"), endpoint, retriever, reranker)
+    assistant = Assistant(params, passages, tuned, found.get("router"), endpoint, retriever, reranker,
+                          llm=str(found["llm"]), adapter=str(found["adapter"]) if "adapter" in found else None)
     log.info("assistant: %d passages, retriever %s, generator %s (%s), router %s", len(assistant.system.retrievers.kb),
              retriever, generator, SFT_NAME if generator == SFT_NAME else "base weights",
              params.rag.router.kind)

@@ -9,7 +9,8 @@ cosine_embedder``, as ``raglab.evaluation.answers`` loads it), not an endpoint.
 
 A judge reply ragas cannot parse (after no re-ask: ``max_retries=0``) leaves that verdict empty
 (None), counted per error type in the stage report; the mean is over the verdicts given, and
-``<metric>_judged`` says what share that was.
+``<metric>_judged`` says what share that was. An empty answer, and the system's answer that no passage answers
+the question (the reranker's threshold kept none: nothing to be faithful to), are not judged either.
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ async def _judge(llm, embeddings, rows: list[dict], strictness: int, concurrency
         question, answer = row["question"], row["prediction"]
         if not answer.strip():
             errors["empty_answer"] += 1
+            return dict.fromkeys(METRICS)
+        if not row["passages"]:  # the system's no-passage answer (no passage passed the reranker's threshold)
+            errors["no_passage"] += 1
             return dict.fromkeys(METRICS)
         rel, faith = await asyncio.gather(
             verdict(relevancy, user_input=question, response=answer),

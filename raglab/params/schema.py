@@ -29,7 +29,8 @@ from raglab.params.pipeline import (
     TrainRerank,
 )
 from raglab.params.own import Own
-from raglab.params.serving import Assistant, Rag, Rerank, Score, ServeInfer, Serving
+from raglab.params.rerank import Rerank
+from raglab.params.serving import Assistant, Rag, Score, ServeInfer, Serving
 
 
 class Params(Group):
@@ -70,6 +71,7 @@ class Params(Group):
             if candidates < depth[1] and (reranked := [n for n in names if "+" in n]):
                 raise ValueError(f"rerank.candidates ({candidates}) must be at least {depth[0]} ({depth[1]}): "
                                  f"{where} {reranked} rerank that many first-stage passages and keep the best")
+            self.rerank.check_servable(where, names, local_llm=where != "serve_infer.retrieval.systems")
         return self
 
 

@@ -3,11 +3,12 @@ assistant (``raglab.params.schema`` joins them into the whole file)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from raglab.params.pipeline import Group, PositiveInt, QuestionPrompt
+from raglab.params.rerank import ByLanguage, Retriever
 
 
 class Serving(Group):
@@ -40,33 +41,6 @@ class External(Group):
     base_url: str
     model: str
     api_key_env: str | None = None
-
-
-FIRST_STAGES = ("bm25", "base", "tuned", "hybrid")  # what recalls: BM25, the base / tuned embedder, their fusion
-RERANKERS = ("rerank", "base_rerank")  # what reorders: the tuned cross-encoder (train_rerank) | the base one
-
-
-def _retriever(v: str) -> str:
-    first, plus, second = v.partition("+")
-    if first not in FIRST_STAGES or (plus and second not in RERANKERS):
-        raise ValueError(f"a retriever is one of {', '.join(FIRST_STAGES)}, optionally followed by +rerank (the "
-                         f"tuned cross-encoder reorders its candidates) or +base_rerank (the untuned one), got {v!r}")
-    return v
-
-
-Retriever = Annotated[str, AfterValidator(_retriever)]  # e.g. hybrid, tuned+rerank
-
-
-class Rerank(Group):
-    """The second stage of retrieval (any ``X+rerank`` retriever): a cross-encoder reorders the first stage's
-    ``candidates`` best passages and keeps those scoring above ``threshold`` (its sigmoid score; null: all).
-    With ``first_stage_weight`` > 0 the order fuses both ranks: 1 / (rrf_k + cross-encoder rank) +
-    first_stage_weight / (rrf_k + first-stage rank). ``precision``: the cross-encoder's at inference."""
-    candidates: int = PositiveInt()
-    threshold: float | None = Field(gt=0, lt=1)
-    first_stage_weight: float = Field(ge=0)
-    rrf_k: int = Field(ge=0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class RetrievalServe(Group):
@@ -122,6 +96,7 @@ class Rag(Group):
     max_tokens: int = PositiveInt()
     temperature: float = Field(ge=0)
     router: RouterParams
+    no_passage: ByLanguage  # the answer when the reranker's threshold keeps no passage (the generator is not asked)
 
 
 class ServeInfer(Group):

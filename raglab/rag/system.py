@@ -5,7 +5,8 @@ they found.
 talk to (``raglab.assistant``), both from params ``rag``: the retrievers are those of
 ``raglab.retriever.systems`` (bm25, base, tuned, hybrid, each optionally reranked: ``hybrid+rerank``); the top
 ``top_k`` passages, joined by newlines, fill the ``{context}`` of the same prompt template the generator was
-trained with.
+trained with. When a reranker's threshold keeps no passage, the system answers that its knowledge base has none
+for the question (params ``rag.no_passage``, in the question's language) and the generator is not asked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from raglab.core.prompts import chat_messages, render
+from raglab.data.chunks import language
 from raglab.params.pipeline import Prompt
 from raglab.params.schema import Params
 from raglab.rag.routing import EmbeddingRouter, router_messages
@@ -43,11 +45,14 @@ class RagSystem:
     @classmethod
     def build(cls, params: Params, kb: list[str], *, tuned_embedder: str | os.PathLike | None = None,
               tuned_reranker: str | os.PathLike | None = None, router_dir: str | os.PathLike | None = None,
-              shared: RagSystem | None = None) -> RagSystem:
+              shared: RagSystem | None = None, llm: str | os.PathLike | None = None,
+              adapter: str | os.PathLike | None = None) -> RagSystem:
         """The system over ``kb``: with the ``tuned`` retriever when train_embed's folder is given, ``+rerank`` when
-        train_rerank's is, the embedding router saved in ``router_dir`` (or ``shared``'s, whose loaded models are
-        reused too)."""
-        retrievers = Retrievers(kb, params, tuned_embedder, tuned_reranker, shared=shared.retrievers if shared else None)
+        train_rerank's is, the LLM rerankers when the base LLM's folder ``llm`` is (and train_llm's ``adapter``, for
+        rerank.llm.model sft), the embedding router saved in ``router_dir`` (or ``shared``'s, whose loaded models
+        are reused too)."""
+        retrievers = Retrievers(kb, params, tuned_embedder, tuned_reranker,
+                                shared=shared.retrievers if shared else None, llm=llm, adapter=adapter)
         router = shared.router if shared else None
         if router_dir is not None and params.rag.router.kind == "embedding":
             router = EmbeddingRouter.load(router_dir, retrievers.embedder("base"))
@@ -70,3 +75,8 @@ class RagSystem:
 
     def generator_chat(self, question: str, passages: Sequence[str]) -> list[dict]:
         return rag_messages(self.params.prompt, question, passages)
+
+    def no_passage_answer(self, question: str) -> str:
+        """What the system answers when no passage passed the reranker's threshold: that its knowledge base has no
+        passage that answers ``question``, in the question's language."""
+        return getattr(self.params.rag.no_passage, language(question))

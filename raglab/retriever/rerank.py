@@ -1,23 +1,25 @@
-"""The second stage of retrieval: a cross-encoder reads each query with each of the first stage's candidates
-and orders them by its score (the brief's two-stage retrieval: the embedder recalls fast, the reranker orders
-precisely).
+"""The second stage of retrieval: a reranker scores each query with each of the first stage's candidates and
+orders them by its score (the brief's two-stage retrieval: the embedder recalls fast, the reranker orders
+precisely). ``Reranker`` is what every kind shares (ordering, fusion, threshold, timing); the cross-encoder is
+here, the LLM rerankers in ``raglab.retriever.llm_rerank``.
 
 Scoring goes through sentence-transformers' ``CrossEncoder`` over the folder FlagEmbedding's reranker trainer
 writes (``AutoModelForSequenceClassification`` with one label; train_rerank), with a sigmoid on the logit, so
 a score is in (0, 1) and the brief's threshold filter (keep what scores above 0.85) reads it directly.
-Params ``rerank.first_stage_weight`` > 0 fuses the cross-encoder's order with the first stage's
-(reciprocal-rank fusion, as the hybrid retriever fuses BM25 and the embedder): a weak cross-encoder then
-breaks the first stage's near-ties instead of overruling it.
+A first-stage weight > 0 (params ``rerank.first_stage_weight`` for the cross-encoder, ``rerank.llm.<kind>`` for
+an LLM) fuses the reranker's order with the first stage's (reciprocal-rank fusion, as the hybrid retriever fuses
+BM25 and the embedder): a weak reranker then breaks the first stage's near-ties instead of overruling it.
 """
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from raglab.params.pipeline import Reranker
-from raglab.params.serving import Rerank
+from raglab.params.pipeline import Reranker as RerankerParams
+from raglab.params.rerank import Rerank
 from raglab.retriever.search import Ranking, reciprocal_rank_fusion
 
 HEAD_SEED = 0
@@ -33,7 +35,7 @@ class RerankerConfig:
     trust_remote_code: bool = False
 
     @classmethod
-    def of(cls, group: Reranker, **overrides: Any) -> RerankerConfig:
+    def of(cls, group: RerankerParams, **overrides: Any) -> RerankerConfig:
         """Params ``reranker``, some fields replaced (``model`` by train_rerank's folder for the tuned one)."""
         return cls(**{**group.model_dump(include=set(cls.__dataclass_fields__)), **overrides})
 
@@ -48,7 +50,34 @@ class RerankerConfig:
         return snapshot_download(self.model, revision=self.revision)
 
 
-class CrossEncoderReranker:
+class Reranker(ABC):
+    """What every reranker shares: ``scores`` (one per passage, higher is more relevant) ordered, fused with the
+    first stage's ranks and filtered by the threshold of its ``kind``; ``seconds`` holds each query's time."""
+
+    kind = "rerank"  # the second stage's name whose threshold and first-stage weight apply (Rerank.keeps)
+    seconds: list[float]
+
+    @abstractmethod
+    def scores(self, query: str, passages: list[str]) -> list[float]:
+        """One score per passage for ``query``, on the scale of the reranker's kind."""
+
+    def rerank(self, query: str, candidates: Ranking, kb: list[str], k: int, params: Rerank) -> Ranking:
+        """``candidates`` (indices into ``kb``, best first) ordered by the reranker's score, or by its fusion with
+        their first-stage rank (its kind's first-stage weight > 0; the scores are then the fused ones), the best
+        ``k`` of those whose own score is above its kind's threshold (None: all); ties keep the first stage's
+        order."""
+        threshold, first_stage_weight = params.keeps(self.kind)
+        start = time.perf_counter()
+        scores = dict(zip((j for j, _ in candidates), self.scores(query, [kb[j] for j, _ in candidates])))
+        ranked = sorted(scores.items(), key=lambda item: -item[1])
+        if first_stage_weight > 0:
+            ranked = reciprocal_rank_fusion([[ranked], [candidates]], len(ranked), params.rrf_k,
+                                            [1.0, first_stage_weight])[0]
+        self.seconds.append(time.perf_counter() - start)
+        return [(j, s) for j, s in ranked if threshold is None or scores[j] > threshold][:k]
+
+
+class CrossEncoderReranker(Reranker):
     """A cross-encoder scoring (query, passage) pairs; ``seconds`` holds the time each ``rerank`` query took."""
 
     def __init__(self, cfg: RerankerConfig, precision: str = "fp32"):
@@ -75,18 +104,3 @@ class CrossEncoderReranker:
         q = f"{self.cfg.query_instruction}{query}" if self.cfg.query_instruction else query
         out = self.model.predict([(q, p) for p in passages], batch_size=self.cfg.batch_size, show_progress_bar=False)
         return [float(s) for s in out]
-
-    def rerank(self, query: str, candidates: Ranking, kb: list[str], k: int, params: Rerank) -> Ranking:
-        """``candidates`` (indices into ``kb``, best first) ordered by the cross-encoder's score, or by its
-        fusion with their first-stage rank (``params.first_stage_weight`` > 0; the scores are then the fused
-        ones), the best ``k`` of those whose cross-encoder score is above ``params.threshold`` (None: all);
-        ties keep the first stage's order."""
-        start = time.perf_counter()
-        scores = dict(zip((j for j, _ in candidates), self.scores(query, [kb[j] for j, _ in candidates])))
-        ranked = sorted(scores.items(), key=lambda item: -item[1])
-        if params.first_stage_weight > 0:
-            ranked = reciprocal_rank_fusion([[ranked], [candidates]], len(ranked), params.rrf_k,
-                                            [1.0, params.first_stage_weight])[0]
-        self.seconds.append(time.perf_counter() - start)
-        threshold = params.threshold
-        return [(j, s) for j, s in ranked if threshold is None or scores[j] > threshold][:k]

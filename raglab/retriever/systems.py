@@ -2,8 +2,10 @@
 ``rag.retrievers`` and ``assistant.retriever`` name them: a first stage, ``bm25`` (jieba words), ``base``
 (the untuned embedder of params ``embedder``), ``tuned`` (train_embed's model) or ``hybrid``
 (reciprocal-rank fusion of the retrievers of ``rag.hybrid.of``), optionally followed by a second stage,
-``+rerank`` (train_rerank's cross-encoder) or ``+base_rerank`` (the untuned one of params ``reranker``),
-which reorders the first stage's ``rerank.candidates`` best passages (``tuned+rerank``, ``hybrid+rerank``).
+``+rerank`` (train_rerank's cross-encoder), ``+base_rerank`` (the untuned one of params ``reranker``),
+``+query_likelihood`` or ``+yes_no`` (the LLM of params ``rerank.llm``: download@llm's, with train_llm's adapter
+for ``sft``, or an endpoint), which reorders the first stage's ``rerank.candidates`` best passages
+(``tuned+rerank``, ``hybrid+query_likelihood``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from raglab.params.rerank import FIRST_STAGES, LLM_RERANKERS, second_stage
 from raglab.params.schema import Params
-from raglab.params.serving import FIRST_STAGES
-from raglab.retriever.rerank import CrossEncoderReranker, RerankerConfig
+from raglab.retriever.rerank import CrossEncoderReranker, Reranker, RerankerConfig
 from raglab.retriever.search import (
     BM25Index,
     DenseIndex,
@@ -38,6 +40,8 @@ class Retrievers:
     tuned_embedder: str | os.PathLike | None = None  # train_embed's folder; None: no ``tuned`` retriever
     tuned_reranker: str | os.PathLike | None = None  # train_rerank's folder; None: no ``+rerank``
     shared: Retrievers | None = None  # another knowledge base's retrievers, whose loaded models are reused
+    llm: str | os.PathLike | None = None  # download@llm's folder: the LLM rerankers' local model
+    adapter: str | os.PathLike | None = None  # train_llm's LoRA adapter (rerank.llm.model sft)
     models: dict[str, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self):
@@ -49,7 +53,12 @@ class Retrievers:
     def available(self) -> list[str]:
         firsts = [r for r in FIRST_STAGES if r != "tuned" or self.tuned_embedder is not None]
         seconds = ["", "+base_rerank"] + (["+rerank"] if self.tuned_reranker is not None else [])
+        seconds += [f"+{kind}" for kind in LLM_RERANKERS if self._llm_ready()]
         return [first + second for second in seconds for first in firsts]
+
+    def _llm_ready(self) -> bool:
+        model = self.params.rerank.llm.model
+        return model == "endpoint" or (self.llm is not None and (model == "base" or self.adapter is not None))
 
     def embedder(self, name: str):
         if name not in self.models:
@@ -57,18 +66,45 @@ class Retrievers:
             self.models[name] = load_embedder(EmbedderConfig.of(self.params.embedder, **overrides))
         return self.models[name]
 
-    def reranker(self, name: str) -> CrossEncoderReranker:
-        """``rerank`` (train_rerank's cross-encoder) or ``base_rerank``; ``.seconds`` times each query."""
+    def reranker(self, name: str) -> Reranker:
+        """``rerank`` (train_rerank's cross-encoder), ``base_rerank``, or an LLM reranker (``query_likelihood``,
+        ``yes_no``; both share one loaded LLM); ``.seconds`` times each query."""
         if name not in self.models:
-            overrides = {"model": str(self.tuned_reranker), "revision": None} if name == "rerank" else {}
-            self.models[name] = CrossEncoderReranker(RerankerConfig.of(self.params.reranker, **overrides),
-                                                     self.params.rerank.precision)
+            rerank = self.params.rerank
+            if name in LLM_RERANKERS:
+                from raglab.retriever.llm_rerank import LLMReranker
+
+                self.models[name] = LLMReranker(name, rerank.llm, self.llm_scorer())
+            else:
+                overrides = {"model": str(self.tuned_reranker), "revision": None} if name == "rerank" else {}
+                self.models[name] = CrossEncoderReranker(RerankerConfig.of(self.params.reranker, **overrides),
+                                                         rerank.precision)
         return self.models[name]
+
+    def llm_scorer(self):
+        """The LLM rerankers' model, loaded once: the local LLM (with the adapter for ``sft``) or the endpoint."""
+        if "llm" not in self.models:
+            llm, serving = self.params.rerank.llm, self.params.serving
+            if llm.endpoint is not None:
+                from raglab.retriever.llm_endpoint import EndpointLLM
+
+                self.models["llm"] = EndpointLLM(llm.endpoint, llm.batch_size, serving.timeout_s, serving.max_retries)
+            else:
+                from raglab.retriever.llm_rerank import LocalLLM
+
+                self.models["llm"] = LocalLLM.load(self.llm, self.adapter if llm.model == "sft" else None, llm,
+                                                   self.params.rerank.precision, self.params.llm.trust_remote_code)
+        return self.models["llm"]
+
+    def release_llm(self) -> None:
+        """Free the LLM rerankers' model (before the generators are served, which need the memory)."""
+        for name in ("llm", *LLM_RERANKERS):
+            self.models.pop(name, None)
 
     def rerank_seconds(self, name: str, n: int) -> list[float]:
         """The seconds the second stage of retriever ``name`` took for each of its last ``n`` queries (none for a
         first stage alone)."""
-        second = name.partition("+")[2]
+        second = second_stage(name)
         return self.reranker(second).seconds[-n:] if second else []
 
     def search(self, name: str, queries: list[str], k: int) -> list[Ranking]:
