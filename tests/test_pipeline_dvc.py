@@ -110,7 +110,8 @@ def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):
     assert set(math) == {"base", "sft", "teacher"} and 0 <= math["sft"]["accuracy"] <= 1
     # the RAG system: every retriever's hit@k, every retriever+generator's answers, the router, the served judge
     rag = json.loads((root / "metrics" / "rag.json").read_text())
-    retrievers, generators = ["bm25", "base", "tuned", "hybrid", "hybrid+rerank"], ["base", "sft"]
+    retrievers = ["bm25", "base", "tuned", "hybrid", "hybrid+rerank", "hybrid+query_likelihood"]  # + the tiny LLM
+    generators = ["base", "sft"]
     assert set(rag["test"]) == set(retrievers) | {f"{r}+{g}" for r in retrievers for g in generators}
     assert set(rag["test"]["bm25"]) == {"hit@1", "hit@3", "hit@5", "hit@10", "mrr@10"}
     assert set(rag["test"]["hybrid+sft"]) == {"em", "em_any", "em_official", "f1", "cosine", "cosine_minilm", "origin",
@@ -211,11 +212,13 @@ INVALIDATION = {
     "train_rerank.learning_rate": {"train_rerank"} | RERANKED,
     "reranker.max_len": {"train_rerank"} | RERANKED,
     "rerank.candidates": RERANKED,
+    "rerank.llm.batch_size": RERANKED,  # the LLM rerankers, read where the cross-encoder is
     "serving.concurrency": {"distill_cot"} | GENERATOR | QUESTIONS,
     "serve_infer.retrieval.top_k": {"serve_infer_retrieval", "score_retrieval"},
     "serve_infer.generation.max_tokens": {"serve_infer_generation", "score_generation"},
     "serve_infer.math.max_tokens": {"serve_infer_math", "score_math"},
     "rag.top_k": RAG,
+    "rag.no_passage.en": RAG,
     "score.retrieval.similarity_threshold": {"score_retrieval"},
     "score.generation.cosine_embedder.batch_size": {"score_generation", "score_rag"},
     "score.rag.judge.max_tokens": {"score_rag"},
