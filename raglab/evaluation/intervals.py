@@ -4,19 +4,27 @@ CMRC asks several questions about each passage (the generator's 300 eval questio
 and questions on one passage succeed or fail together more often than questions on two. Resampling questions
 as if they were independent then gives an interval that is too narrow; resampling *passages* (a cluster
 bootstrap: draw passages with replacement, keep all their questions, take the mean over the questions drawn)
-does not. ``cluster_of`` reads the passage from a CMRC question id (``DEV_4_QUERY_2`` -> ``DEV_4``); keys
-without that form are their own cluster, and with every cluster of size one the interval is the plain
-(i.i.d.) bootstrap's, draw for draw.
+does not. ``cluster_of`` reads the passage from a CMRC question id (``DEV_4_QUERY_2`` -> ``DEV_4``), or from
+``passage_key``'s (a retrieval query: its gold passage's hash); keys without that form are their own cluster,
+and with every cluster of size one the interval is the plain (i.i.d.) bootstrap's, draw for draw.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 
 import numpy as np
 
 _CMRC_QUESTION = re.compile(r"^(.+)_QUERY_\d+$")
+
+
+def passage_key(passage: str, i: int) -> str:
+    """The key of question ``i`` on ``passage`` when its id names no passage (a retrieval query): a short hash of
+    the passage in the form ``cluster_of`` reads, so the questions of one passage (a chunk's two from a teacher, a
+    repeated financial-qa passage's) are resampled together."""
+    return f"P{hashlib.sha256(passage.encode('utf-8')).hexdigest()[:12]}_QUERY_{i}"
 
 
 def cluster_of(key: str) -> str:

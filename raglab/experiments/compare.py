@@ -7,8 +7,8 @@ cache, or the DVC remote for a revision whose outputs are only there) and those 
 (``results/NAME/score/...``, committed with the run's params, dvc.lock and metrics). It pairs the
 queries and for each (run, track, split, system, metric) reports old, new, the signed delta and a 95%
 paired-bootstrap interval of the delta; a delta whose interval excludes zero is marked as beyond the noise.
-CMRC questions are resampled by passage (a cluster bootstrap, ``raglab.evaluation.intervals``): questions on
-one passage are not independent, and the i.i.d. interval would be too narrow.
+Questions are resampled by passage (a cluster bootstrap, ``raglab.evaluation.intervals``): questions on one
+passage are not independent, and the i.i.d. interval would be too narrow.
 
     python -m raglab.experiments.compare --base main --head HEAD > metrics-diff.md
 
@@ -18,7 +18,6 @@ pull-request workflow (``.github/workflows/pull-request.yml``) posts it as the j
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from raglab.evaluation.intervals import cluster_of, mean_interval, paired_bootstrap
+from raglab.evaluation.intervals import cluster_of, mean_interval, paired_bootstrap, passage_key
 from raglab.experiments.dvc import run_dvc
 from raglab.experiments.records import RECORDS, SCORES
 
@@ -85,14 +84,6 @@ def per_query_scores(read: Callable[[str], str | None], listdir: Callable[[str],
     return scores
 
 
-def retrieval_key(i: int, row: dict) -> str:
-    """A retrieval query's key: its gold passage (a short hash) as the cluster, its row as the question
-    (``PASSAGE_QUERY_i``, the form ``cluster_of`` reads): the questions of one passage (two a chunk from a teacher,
-    several a financial-qa passage) are resampled together."""
-    gold = hashlib.sha256(str(row.get("gold", row["query"])).encode("utf-8")).hexdigest()[:12]
-    return f"P{gold}_QUERY_{i}"
-
-
 def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable[[str], list[str]]
                  ) -> dict[tuple[str, str, str], dict[str, dict[str, float]]]:
     """{(track, split, system): {query key: {metric: value}}} of the score folders under ``root``."""
@@ -103,7 +94,7 @@ def scores_under(root: str, read: Callable[[str], str | None], listdir: Callable
             for i, row in enumerate(_jsonl(read(f"{root}/retrieval/{name}") or "")):
                 for system, values in row.items():
                     if isinstance(values, dict):
-                        key = retrieval_key(i, row)
+                        key = passage_key(str(row.get("gold", row["query"])), i)
                         scores.setdefault(("retrieval", split, system), {})[key] = {
                             k: v for k, v in values.items() if isinstance(v, (int, float))}
     for split in listdir(f"{root}/generation"):
