@@ -20,7 +20,7 @@ from raglab.data.documents import Document, read_documents
 from raglab.params.loader import load_params
 from raglab.params.own import PassageTable
 from raglab.params.pipeline import BuildEmbedNegatives
-from raglab.retriever.data import seeded_group_split, seeded_split
+from raglab.retriever.data import split_by
 from raglab.retriever.search import EmbedderConfig
 
 
@@ -45,10 +45,7 @@ def passage_documents(path: str, spec: PassageTable, rows: list[dict], keep, rep
 def train_side(rows: list[dict], spec: PassageTable, split: BuildEmbedNegatives, report: StageReport) -> list[int]:
     """The rows on the training side of build_embed_negatives' seeded split of the same table, without those whose
     passage a test-side row also has (a passage asked about must never be a test passage)."""
-    if split.split_by == "passage":
-        train, test = seeded_group_split([str(r.get("context")) for r in rows], split.test_size, split.seed)
-    else:
-        train, test = seeded_split(len(rows), split.test_size, split.seed)
+    train, test = split_by([str(r.get("context")) for r in rows], split.test_size, split.seed, split.split_by)
     report.drop("rows_on_the_test_side", len(test))
     tested = {str(rows[i].get(spec.text) or "").strip() for i in test}
     keep = [i for i in train if str(rows[i].get(spec.text) or "").strip() not in tested]

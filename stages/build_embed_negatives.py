@@ -27,8 +27,7 @@ from raglab.retriever.data import (
     eval_split,
     mine_hard_negatives,
     random_negatives,
-    seeded_group_split,
-    seeded_split,
+    split_by,
     QAPair,
     validate_pairs,
 )
@@ -65,9 +64,7 @@ def main(params_file: str, questions_file: str, out_dir: str) -> None:
         report.add_read(source, len(rows))
 
         def split(items, share, key):
-            if p.split_by == "passage":
-                return seeded_group_split([key(x) for x in items], share, p.seed)
-            return seeded_split(len(items), share, p.seed)
+            return split_by([key(x) for x in items], share, p.seed, p.split_by)
 
         train_idx, test_idx = split(rows, p.test_size, lambda r: str(r.get("context")))
         train = validate_pairs(rows, train_idx, report)

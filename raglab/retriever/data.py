@@ -80,6 +80,12 @@ def seeded_group_split(keys: Sequence[str], test_size: float, seed: int) -> tupl
     return [i for i, k in enumerate(keys) if k not in test_keys], [i for i, k in enumerate(keys) if k in test_keys]
 
 
+def split_by(keys: Sequence[str], test_size: float, seed: int, by: str) -> tuple[list[int], list[int]]:
+    """build_embed_negatives' split of rows with these passage ``keys``: by ``row`` (``seeded_split``) or by
+    ``passage`` (``seeded_group_split``); build_chunks takes the same training side of a table."""
+    return seeded_group_split(keys, test_size, seed) if by == "passage" else seeded_split(len(keys), test_size, seed)
+
+
 def validate_pairs(rows: Sequence[dict], indices: Sequence[int], report: StageReport,
                    query_field: str = "question", passage_field: str = "context") -> list[QAPair]:
     """Keep rows with a non-empty query and passage; count the others in ``report``."""
