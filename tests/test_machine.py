@@ -116,6 +116,19 @@ def test_others_share_is_the_cores_busy_time_less_the_runs_own(tmp_path):
     assert sharing.result == {"shared": None, "others_share": None}  # unknown, not "alone"
 
 
+def test_a_pooled_servers_cpu_time_is_the_runs_own(tmp_path, monkeypatch):
+    """A kept-alive vLLM server outlives the stage that started it, so no process of the run waits for it; its keeper
+    logs its CPU time when it stops, and the run counts that as its own, not as another job's."""
+    from raglab.core.machine import POOLED_CPU_LOG, own_cpu_seconds, pooled_cpu_seconds, process_cpu_seconds
+
+    monkeypatch.setenv("RAGLAB_CACHE", str(tmp_path))
+    assert pooled_cpu_seconds() == 0.0
+    (tmp_path / POOLED_CPU_LOG).parent.mkdir(parents=True)
+    (tmp_path / POOLED_CPU_LOG).write_text("6589b694c53b0380 41.25\nab12 8.75\n")
+    assert pooled_cpu_seconds() == pytest.approx(50.0)
+    assert own_cpu_seconds() - process_cpu_seconds() == pytest.approx(50.0, abs=0.5)
+
+
 def test_stage_seconds_come_from_each_stages_report_or_its_trainer():
     from raglab.experiments.records import stage_seconds
 

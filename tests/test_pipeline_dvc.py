@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def set_params(params_file: Path, pairs: list[tuple[str, object]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def dvc_repo(tmp_path_factory, minilm_dir, tiny_llm) -> tuple[Path, dict[str, str]]:
+def dvc_repo(tmp_path_factory, minilm_dir, tiny_llm) -> Iterator[tuple[Path, dict[str, str]]]:
     root = tmp_path_factory.mktemp("dvc-repo")
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
     files = [f for f in tracked.stdout.split("\0") if f and (REPO / f).is_file()]
@@ -88,7 +89,9 @@ def dvc_repo(tmp_path_factory, minilm_dir, tiny_llm) -> tuple[Path, dict[str, st
     set_params(root / "params.yaml", [("score.rag.judge.kind", "none")])
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "demo"]):
         run(cmd, root, env)
-    return root, env
+    yield root, env
+    # the demo's stages share one kept-alive vLLM server (serving.keep_alive_s): stopped here, not left to idle
+    run([sys.executable, "-m", "raglab.serving.pool", "stop"], root, env)
 
 
 def test_repro_skip_partial_rerun_and_run_cache(dvc_repo):

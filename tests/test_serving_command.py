@@ -30,3 +30,21 @@ def test_an_unsplit_prompt_must_fit_one_engine_step(typed):
     with pytest.raises((ParamsError, ValueError), match=r"serving.max_num_batched_tokens \(2048\) must be at least "
                                                         r"serving.max_model_len \(4096\)"):
         typed({"serving": {"chunked_prefill": False, "max_model_len": 4096, "max_num_batched_tokens": 2048}})
+
+
+def test_a_pooled_server_is_keyed_by_weights_and_options_not_port_name_or_log(typed, tmp_path):
+    """serving.keep_alive_s: stages share a server when they serve the same weights the same way, whatever folder,
+    served name, port or log file each asks with; another dtype or eager mode is another server."""
+    from raglab.serving.pool import pool_key
+
+    def server(serving: dict, **kw):
+        return server_for(kw.pop("model", "models/base/llm"), typed({"serving": serving}).serving,
+                          trust_remote_code=False, log_file=kw.pop("log_file", "vllm.log"), **kw)
+
+    teacher = server({}, model="models/base/teacher", served_name="teacher", log_file="distill/vllm-teacher.log")
+    judge = server({}, served_name="judge")
+    judge.port = 43210
+    assert pool_key(teacher, "weights-a") == pool_key(judge, "weights-a")
+    assert pool_key(teacher, "weights-a") != pool_key(teacher, "weights-b")
+    assert pool_key(server({"dtype": "float32"}), "weights-a") != pool_key(judge, "weights-a")
+    assert pool_key(server({"enforce_eager": True}), "weights-a") != pool_key(judge, "weights-a")

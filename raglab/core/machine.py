@@ -203,11 +203,29 @@ def busy_cpu_seconds(cpus: set[int] | None = None, stat: str | os.PathLike = PRO
 
 
 def own_cpu_seconds() -> float:
+    """CPU time of this process, its finished children and theirs, and the pooled vLLM servers that stopped."""
+    return process_cpu_seconds() + pooled_cpu_seconds()
+
+
+def process_cpu_seconds() -> float:
     """CPU time of this process and of its finished children and their children (``getrusage``)."""
     import resource
 
     return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+POOLED_CPU_LOG = "servers/cpu-seconds.log"  # under cache_dir(): one line per stopped pooled server, "KEY SECONDS"
+
+
+def pooled_cpu_seconds() -> float:
+    """CPU seconds of the pooled vLLM servers that have stopped (``raglab.serving.pool``'s keepers log them): the
+    stages' work, though no process of theirs waited for them (a server outlives the stage that started it)."""
+    try:
+        lines = (cache_dir() / POOLED_CPU_LOG).read_text().splitlines()
+    except OSError:
+        return 0.0
+    return sum(float(line.split()[1]) for line in lines if len(line.split()) == 2)
 
 
 def others_share(busy_s: float, own_s: float, elapsed_s: float, cores: int) -> float:

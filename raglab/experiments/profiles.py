@@ -24,6 +24,7 @@ import yaml
 from raglab.core.machine import CoreSharing
 from raglab.experiments.dvc import dvc_executable, require_git_identity
 from raglab.experiments.records import record_experiment
+from raglab.serving.pool import stop_unheld
 from raglab.params.loader import check, load_profiles
 from raglab.params.schema import Params
 
@@ -129,7 +130,11 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
         return
     require_git_identity()
     with CoreSharing() as sharing:  # did other jobs share the cores over the run? the record says
-        code = subprocess.call(cmd)
+        try:
+            code = subprocess.call(cmd)
+        finally:  # the servers the stages kept for each other (serving.keep_alive_s): their CPU time is the run's
+            if stopped := stop_unheld():
+                click.echo(f"stopped {stopped} pooled vLLM server(s) the experiment's stages shared")
     if code == 0 and record_dir:
         files = record_experiment(exp_name, record_dir, sharing.result)
         click.echo(f"recorded {', '.join(files)} of experiment {exp_name} in {record_dir}")

@@ -23,6 +23,7 @@ class Serving(Group):
     chunked_prefill: bool | None
     enforce_eager: bool
     startup_timeout_s: float = Field(gt=0)
+    keep_alive_s: float = Field(ge=0)
     concurrency: int = PositiveInt()
     timeout_s: float = Field(gt=0)
     max_retries: int = Field(ge=0)

@@ -2,7 +2,8 @@
 
 ``local_endpoints`` serves the base LLM (``base``) and base + LoRA adapter (``sft``) with vLLM, one at a
 time or from one server; ``served_endpoint`` serves any model folder (the teacher, a judge) and starts it
-only when the response cache cannot answer; ``systems_to_ask`` adds the hosted systems of the params.
+only when the response cache cannot answer; ``systems_to_ask`` adds the hosted systems of the params. Each
+server is the stage's own, or with ``serving.keep_alive_s`` one it shares with later stages (``serve``).
 Every system comes with its cache identity: what answers (weights and how they are served, or an API's URL
 and model), never a port. ``ask`` sends conversations to one of them through the response cache.
 """
@@ -21,6 +22,7 @@ from raglab.params.schema import Params
 from raglab.params.serving import External, Serving
 from raglab.serving.cache import ResponseCache
 from raglab.serving.client import chat_many, raise_failures
+from raglab.serving.pool import PooledServer
 from raglab.serving.types import Endpoint, Request, Sampling
 from raglab.serving.vllm import ADAPTER_MODES, BASE_NAME, SFT_NAME, VLLMServer, merge_adapter, server_for
 
@@ -43,18 +45,18 @@ def local_endpoints(systems: list[str], base_dir: str | os.PathLike, adapter_dir
     if mode == "lora" or SFT_NAME not in systems:
         lora = {SFT_NAME: str(adapter_dir)} if SFT_NAME in systems else {}
         if systems:
-            with server_for(base_dir, serving, trust_remote_code=trust_remote_code, lora_modules=lora,
-                            log_file=log_dir / "vllm.log") as server:
+            with serve(base_dir, serving, trust_remote_code=trust_remote_code, lora_modules=lora,
+                       log_file=log_dir / "vllm.log") as server:
                 for system in systems:
-                    yield system, Endpoint(server.base_url, system)
+                    yield system, Endpoint(server.base_url, server.model_name(system))
         return
     import tempfile
 
     for system in systems:
         if system == BASE_NAME:
-            with server_for(base_dir, serving, trust_remote_code=trust_remote_code,
-                            log_file=log_dir / "vllm-base.log") as server:
-                yield system, Endpoint(server.base_url, BASE_NAME)
+            with serve(base_dir, serving, trust_remote_code=trust_remote_code,
+                       log_file=log_dir / "vllm-base.log") as server:
+                yield system, Endpoint(server.base_url, server.model_name(BASE_NAME))
         else:
             with tempfile.TemporaryDirectory(prefix="merged-") as merged:
                 merge_adapter(base_dir, adapter_dir, merged, trust_remote_code)
@@ -102,13 +104,24 @@ def served_endpoint(name: str, model_dir: str | os.PathLike, serving: Serving, t
     the first request the response cache cannot answer and stops when the block ends; the identity names the
     weights and how they are served."""
     identity = served_identity(name, model_dir, serving)
-    server = server_for(model_dir, serving, trust_remote_code=trust_remote_code, served_name=name,
-                        log_file=Path(log_dir) / f"vllm-{name}.log")
+    server = serve(model_dir, serving, trust_remote_code=trust_remote_code, served_name=name,
+                   log_file=Path(log_dir) / f"vllm-{name}.log")
     endpoint = ServedEndpoint(server)
     try:
         yield endpoint, identity
     finally:
         endpoint.stop()
+
+
+def serve(model_dir: str | os.PathLike, serving: Serving, *, trust_remote_code: bool, log_file: str | os.PathLike,
+          served_name: str = BASE_NAME, lora_modules: dict[str, str] | None = None) -> VLLMServer | PooledServer:
+    """The server of ``model_dir`` (with ``lora_modules``) for a ``with`` block: a server of its own, or with
+    ``serving.keep_alive_s`` a pooled one that other stages serving the same weights reuse."""
+    server = server_for(model_dir, serving, trust_remote_code=trust_remote_code, log_file=log_file,
+                        served_name=served_name, lora_modules=lora_modules)
+    if serving.keep_alive_s:
+        return PooledServer(server, weights_identity(model_dir), serving.keep_alive_s)
+    return server
 
 
 def served_identity(name: str, model_dir: str | os.PathLike, serving: Serving) -> str:
@@ -133,8 +146,8 @@ class ServedEndpoint:
     """An ``Endpoint`` (same attributes) whose server starts when a request first needs its URL: a run
     that the response cache answers entirely never starts it."""
 
-    def __init__(self, server: VLLMServer):
-        self.model, self.api_key_env = server.served_name, None
+    def __init__(self, server: VLLMServer | PooledServer):
+        self.model, self.api_key_env = server.model_name(server.served_name), None
         self._server, self._started = server, False
 
     @property

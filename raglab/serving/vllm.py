@@ -77,6 +77,11 @@ class VLLMServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    def model_name(self, name: str) -> str:
+        """The model name to ask for ``name`` (the served name or an adapter's): the name itself here; a pooled
+        server (``raglab.serving.pool``) has its own."""
+        return name
+
     def command(self) -> list[str]:
         import torch
 
@@ -107,12 +112,17 @@ class VLLMServer:
             cmd += [f"{name}={path}" for name, path in self.lora_modules.items()]
         return cmd + list(self.extra_args)
 
+    def settings(self) -> dict[str, str]:
+        """The environment variables the server starts with (beside this process's own)."""
+        env = {"VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_KVCACHE_SPACE": str(self.cpu_kv_cache_gib)}
+        if self.cpu_reserved_cores is not None:
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.cpu_reserved_cores)
+        return env
+
     def start(self) -> VLLMServer:
         if self.port is None:
             self.port = free_port(self.host)
-        env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_KVCACHE_SPACE": str(self.cpu_kv_cache_gib)}
-        if self.cpu_reserved_cores is not None:
-            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.cpu_reserved_cores)
+        env = {**os.environ, **self.settings()}
         if self.log_file:
             Path(self.log_file).parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_file, "ab")
@@ -143,17 +153,7 @@ class VLLMServer:
         """SIGTERM the server's process group, SIGKILL what is left after ``grace_s``, wait until it is gone."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-            # Workers can outlive the parent; they still carry its process group id.
-            if not _wait_group_gone(proc.pid, grace_s):
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-                if not _wait_group_gone(proc.pid, grace_s):
-                    log.warning("vLLM process group %d still present after SIGKILL", proc.pid)
+            stop_group(proc, grace_s)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
             self._log = None
@@ -172,6 +172,21 @@ class VLLMServer:
             self.stop()
         finally:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    """SIGTERM the process group ``proc`` leads, SIGKILL what is left after ``grace_s``, wait until it is gone."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    # Workers can outlive the parent; they still carry its process group id.
+    if not _wait_group_gone(proc.pid, grace_s):
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if not _wait_group_gone(proc.pid, grace_s):
+            log.warning("vLLM process group %d still present after SIGKILL", proc.pid)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
