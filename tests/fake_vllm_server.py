@@ -15,6 +15,16 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 loaded: list[str] = []
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    """A JSON response with its length (HTTP/1.1 keep-alive clients need it)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         if self.path == "/health":
@@ -33,12 +43,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(400, {"error": f"cannot {self.path} {body}"})
 
     def reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def log_message(self, *args):
         pass
