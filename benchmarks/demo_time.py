@@ -3,13 +3,14 @@
 Each run is ``python -m raglab.experiments.runs demo -f`` (``make demo`` without its setup) with ``RAGLAB_CACHE``
 a temporary folder whose response cache is emptied before each run: ``-f`` re-runs every stage instead of
 restoring it from DVC's run cache, and no reply of the teacher (or any served model) is remembered, so each run
-does all the work a first run does (the packaged models and vLLM's compile cache stay as ``make setup`` left them). The output is read line by line as it arrives:
-a stage's time runs from DVC's ``Running stage`` line to the next one (or the run's end), and the vLLM servers the
-stages start are counted with the seconds from ``starting vLLM`` to ``vLLM healthy``. Prints one table of stages
+does all the work a first run does (the packaged models and vLLM's compile cache stay as ``make setup`` left
+them). The output is read line by line as it arrives: a stage's time runs from DVC's ``Running stage`` line to the
+next one (or the run's end), and the vLLM servers the stages start are counted with the seconds from ``starting
+vLLM`` to ``vLLM healthy``. Prints one table of stages
 (median over the runs), the servers, each run's total, the median, and the machine (CPU, cores, bf16 flags, and
 whether other jobs shared the cores during the runs).
 
-    make setup && make .cache/tiny-llm/config.json && .venv/bin/python benchmarks/demo_time.py --runs 3
+    make setup tiny-llm && .venv/bin/python benchmarks/demo_time.py --runs 3
 """
 
 from __future__ import annotations
