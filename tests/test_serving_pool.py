@@ -14,7 +14,7 @@ import pytest
 from raglab.core.machine import POOLED_CPU_LOG
 from raglab.serving import pool
 from raglab.serving.systems import serve
-from raglab.serving.vllm import VLLMServer
+from raglab.serving.vllm import VLLMServer, http_get
 
 FAKE = Path(__file__).parent / "fake_vllm_server.py"
 
@@ -54,7 +54,7 @@ def test_a_later_stage_reuses_the_server_and_loads_its_adapter_then_it_stops_unh
                log_file=tmp_path / "serve" / "vllm.log") as sft:
         assert sft.base_url == teacher.base_url and [r["keeper"] for r in pool.pooled()] == [record["keeper"]]
         assert sft.model_name("sft").startswith("sft-") and sft.model_name("base") == "base"
-        listed = json.loads(pool._get(f"{sft.base_url}/models"))["data"]
+        listed = json.loads(http_get(f"{sft.base_url}/models"))["data"]
         assert sft.model_name("sft") in {m["id"] for m in listed}  # loaded at run time
     assert "served by the pooled vLLM server" in (tmp_path / "serve" / "vllm.log").read_text()
     assert keeper_gone(record, within_s=15) and pool.pooled() == []  # unheld for 2 s: stopped

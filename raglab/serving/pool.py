@@ -37,7 +37,7 @@ import click
 
 from raglab.core.formats import folder_fingerprint, write_json
 from raglab.core.machine import POOLED_CPU_LOG, cache_dir, process_cpu_seconds
-from raglab.serving.vllm import BASE_NAME, ServerError, VLLMServer, _signal_group, free_port, stop_group
+from raglab.serving.vllm import BASE_NAME, ServerError, VLLMServer, _signal_group, free_port, healthy, http_get, stop_group
 
 log = logging.getLogger("raglab")
 
@@ -48,19 +48,17 @@ def pool_dir() -> Path:
     return cache_dir() / "servers"
 
 
+def lease_path(key: str) -> Path:
+    """The lease file of server ``key``: stages hold a shared lock on it; its mtime is when the last let go."""
+    return pool_dir() / f"{key}.lease"
+
+
 def pool_key(server: VLLMServer, weights: str) -> str:
     """What a pooled server is: its weights and every vLLM option except the port, served name and adapters."""
     options = {k: v for k, v in vars(server).items()
                if not k.startswith("_") and k not in ("model", "served_name", "lora_modules", "max_lora_rank",
                                                        "port", "log_file", "startup_timeout_s")}
     return hashlib.sha256(json.dumps([weights, options], sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _get(url: str, timeout: float = 5) -> bytes | None:
-    with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.read() if r.status == 200 else None
-    return None
 
 
 def _post(url: str, payload: dict, timeout: float = 120) -> None:
@@ -87,7 +85,7 @@ def read_record(key: str) -> dict | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not _alive(record["keeper"]) or _get(f"http://{record['host']}:{record['port']}/health") is None:
+    if not _alive(record["keeper"]) or not healthy(record["host"], record["port"]):
         return None
     return record
 
@@ -96,7 +94,7 @@ def held(key: str, retire: Path | None = None) -> bool:
     """Whether a stage holds server ``key`` now (a shared lock on its lease). If not, ``retire`` (its record) is
     removed while the lease is held exclusively: a stage about to reuse it waits, finds no record, starts its own."""
     try:
-        with open(pool_dir() / f"{key}.lease", "a") as lease:
+        with open(lease_path(key), "a") as lease:
             fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if retire is not None:
                 retire.unlink(missing_ok=True)
@@ -135,7 +133,7 @@ class PooledServer:
     def __enter__(self) -> PooledServer:
         folder = pool_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        self._lease = open(folder / f"{self.key}.lease", "a")
+        self._lease = open(lease_path(self.key), "a")
         fcntl.flock(self._lease, fcntl.LOCK_SH)  # held from now on, while the server starts too
         try:
             with open(folder / f"{self.key}.lock", "w") as lock:
@@ -194,7 +192,7 @@ class PooledServer:
     def _load_adapters(self) -> None:
         if not self.adapters:
             return
-        listed = json.loads(_get(f"{self.base_url}/models") or b'{"data": []}')
+        listed = json.loads(http_get(f"{self.base_url}/models") or b'{"data": []}')
         loaded = {m["id"] for m in listed.get("data", [])}
         for name, served in self.adapters.items():
             if served not in loaded:
@@ -221,13 +219,13 @@ def keep(spec_file: Path) -> None:
                 print(f"pool: vLLM exited with code {proc.returncode}", flush=True)
                 sys.exit(proc.returncode or 1)
             if not recorded:
-                if _get(f"http://{spec['host']}:{spec['port']}/health") is not None:
+                if healthy(spec["host"], spec["port"]):
                     write_json(record_file, {"key": key, "keeper": os.getpid(), "host": spec["host"],
                                              "port": spec["port"], "model": spec["model"]})
                     recorded = True
                 continue
             with contextlib.suppress(OSError):
-                idle = time.time() - spec_file.with_name(f"{key}.lease").stat().st_mtime
+                idle = time.time() - lease_path(key).stat().st_mtime
                 if idle > spec["keep_alive_s"] and not held(key, retire=record_file):
                     print(f"pool: unheld for {idle:.0f}s, stopping", flush=True)
                     break

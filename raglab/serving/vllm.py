@@ -44,6 +44,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def http_get(url: str, timeout: float = 5) -> bytes | None:
+    """The body of a 200 answer to GET ``url`` within ``timeout`` seconds, else None (no server, or not yet)."""
+    with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read() if r.status == 200 else None
+    return None
+
+
+def healthy(host: str, port: int, timeout: float = 5) -> bool:
+    """Whether the vLLM server at ``host:port`` answers ``/health``."""
+    return http_get(f"http://{host}:{port}/health", timeout) is not None
+
+
 class ServerError(RuntimeError):
     pass
 
@@ -137,15 +150,12 @@ class VLLMServer:
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        url = f"http://{self.host}:{self.port}/health"
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise ServerError(f"vLLM exited with code {self._proc.returncode} while starting; see {self.log_file}")
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        log.info("vLLM healthy at %s", self.base_url)
-                        return
+            if healthy(self.host, self.port, timeout=2):
+                log.info("vLLM healthy at %s", self.base_url)
+                return
             time.sleep(1)
         raise ServerError(f"vLLM not healthy after {self.startup_timeout_s:.0f}s; see {self.log_file}")
 
