@@ -1,29 +1,42 @@
-"""Time the LLM reranker on the local LLM: N queries, BM25's top K passages each, scored in batches.
+"""Measure an LLM reranker on the local LLM: a first stage's top K passages per query, scored by the LLM, then
+hit@1 / hit@5 / MRR@10 of every candidate count and first-stage weight asked for, and the seconds per query.
 
 Reads question/context pairs (a build_embed_negatives split folder with eval.jsonl and kb.txt, or a CSV with
-``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge base with
-BM25, reorders each query's top K with the LLM (``rerank.llm`` of params.yaml, the kind, batch size and precision
-given here) and prints the seconds per query (p50 / p95, the first query's model warm-up left out), hit@1 before
-and after, and the machine the times were taken on (CPU model, cores, bf16 flags, torch threads).
+``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge base with the
+first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder, or hybrid of
+``rag.hybrid``), scores each query's top K with the LLM (``rerank.llm`` of the params; the kind, batch size and
+precision given here) and writes one line per query to --out: its candidates, their first-stage order and the
+LLM's scores, and the seconds the LLM took. A run that stops resumes from --out, and the figures are computed from
+it, so that the choices (how many candidates, which first-stage weight) cost nothing more: make them on a
+validation split (build_embed_negatives.val_size), then apply them to the test split with --against to compare with
+another system's per-query hits (a score_retrieval test.jsonl) by a paired bootstrap clustered by gold passage.
+The machine the times were taken on is printed (CPU model, cores, bf16 flags, whether other jobs shared the cores
+while this run scored, torch threads).
 
-    python benchmarks/llm_rerank.py --llm models/base/llm --eval data/embed/test --queries 60 --candidates 10
+    python benchmarks/llm_rerank.py --llm models/base/llm --eval data/embed/val --first-stage hybrid \
+        --candidates 10 --keep 5,10 --weights 0,0.5,1 --out val.jsonl
+    python benchmarks/llm_rerank.py --llm models/base/llm --eval data/embed/test --first-stage hybrid \
+        --keep 10 --weights 0.5 --out test.jsonl --against results/real-cpu-retriever/score/retrieval/test.jsonl:tuned
     python benchmarks/llm_rerank.py --llm $TINY_LLM_DIR --eval data/demo-mirror/financial-qa-10k/Financial-QA-10k.csv
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
 import click
 
-from raglab.core.formats import read_jsonl, read_lines
-from raglab.core.machine import describe_machine, machine_label
-from raglab.evaluation.metrics import percentiles
-from raglab.params.loader import load_params
-from raglab.retriever.llm_rerank import LLMReranker, LocalLLM
-from raglab.retriever.search import BM25Index
+from raglab.core.formats import read_jsonl, read_lines, write_json, write_jsonl
+from raglab.core.machine import CoreSharing, describe_machine, machine_label
+from raglab.evaluation.intervals import passage_key
+from raglab.evaluation.metrics import hit_at, mrr_at, percentiles
+from raglab.experiments.compare import system_pairs
+from raglab.params.loader import read_yaml, set_value, validate
+from raglab.retriever.rerank import Reranker
+from raglab.retriever.systems import Retrievers
 
 
 def pairs(source: Path) -> tuple[list[str], list[str], list[str]]:
@@ -37,45 +50,165 @@ def pairs(source: Path) -> tuple[list[str], list[str], list[str]]:
     return [r["question"] for r in rows], [r["context"] for r in rows], kb
 
 
+def scored_lines(path: Path) -> list[dict]:
+    """The queries --out already holds, in order (a line cut short by a kill is left for the resumed run)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return lines
+
+
+class Recorded(Reranker):
+    """The LLM's scores as --out recorded them, so that ``Reranker.rerank`` fuses and cuts them as serving does."""
+
+    def __init__(self, kind: str, scores: list[float]):
+        self.kind, self.recorded, self.seconds = kind, scores, []
+
+    def scores(self, query: str, passages: list[str]) -> list[float]:
+        return self.recorded[:len(passages)]  # the candidates come in their recorded order
+
+
+def reranked(line: dict, kb: list[str], kind: str, keep: int, weight: float, params) -> list[int]:
+    """The passages of one recorded query in the order the reranker gives them over the first ``keep``
+    candidates, fused with their first-stage ranks at ``weight``."""
+    candidates = [(j, 0.0) for j in line["candidates"][:keep]]
+    reranker = Recorded(kind, line["scores"])
+    group = getattr(params.rerank.llm, kind)
+    rerank = params.rerank.model_copy(update={"llm": params.rerank.llm.model_copy(
+        update={kind: group.model_copy(update={"first_stage_weight": weight, "threshold": None})})})
+    return [j for j, _ in reranker.rerank(line["query"], candidates, kb, 10, rerank)]
+
+
+def figures(order: list[int], gold: int) -> dict[str, float]:
+    rank = order.index(gold) + 1 if gold in order else None
+    return {"hit@1": hit_at(rank, 1), "hit@5": hit_at(rank, 5), "mrr@10": mrr_at(rank, 10)}
+
+
+def write_record(folder: Path, split: str, first_stage: str, kind: str, lines: list[dict], first_rows: list[dict],
+                 reranked_rows: list[dict], machine: dict | None) -> None:
+    """``folder/score/retrieval/SPLIT.jsonl`` in score_retrieval's layout (the reranked system's rows with the
+    LLM's seconds, ``rerank_s``, but for a run's warm-up query) and, when this run scored, ``machine.json``."""
+    rows = [{"query": line["query"], "gold": line["gold"], first_stage: first,
+             f"{first_stage}+{kind}": {**reranked, "rerank_s": None if line.get("warm_up") else round(line["s"], 4)}}
+            for line, first, reranked in zip(lines, first_rows, reranked_rows)]
+    write_jsonl(folder / "score" / "retrieval" / f"{split}.jsonl", rows)
+    if machine is not None or not (folder / "machine.json").exists():
+        write_json(folder / "machine.json", {"source": "measured", **(machine or describe_machine())})
+
+
+def mean(rows: list[dict], key: str) -> float:
+    return 100 * sum(r[key] for r in rows) / len(rows)
+
+
 @click.command()
 @click.option("--llm", "llm_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="The LLM folder (download@llm's models/base/llm).")
 @click.option("--adapter", default=None, type=click.Path(file_okay=False, exists=True),
-              help="A LoRA adapter to merge (train_llm's models/llm-adapter).")
+              help="A LoRA adapter to merge (train_llm's models/llm-adapter; rerank.llm.model sft).")
 @click.option("--eval", "source", required=True, type=click.Path(exists=True),
               help="A folder with eval.jsonl and kb.txt, or a CSV with question and context columns.")
+@click.option("--first-stage", default="bm25", show_default=True, help="bm25 | base | tuned | hybrid (rag.hybrid).")
+@click.option("--tuned-embedder", default=None, type=click.Path(file_okay=False, exists=True),
+              help="train_embed's folder, for a first stage that uses `tuned`.")
 @click.option("--kind", type=click.Choice(["query_likelihood", "yes_no"]), default="query_likelihood",
               show_default=True)
-@click.option("--queries", default=10, show_default=True, help="Queries timed (the first N).")
-@click.option("--candidates", default=10, show_default=True, help="BM25's top K reordered per query.")
-@click.option("--batch-size", default=8, show_default=True, help="Pairs per forward pass.")
+@click.option("--queries", default=10, show_default=True, help="Queries scored (the first N; 0: all).")
+@click.option("--candidates", default=10, show_default=True, help="The first stage's top K scored per query.")
+@click.option("--keep", default="10", show_default=True, help="Candidate counts (<= K) to report, comma-separated.")
+@click.option("--weights", default="0", show_default=True,
+              help="First-stage weights (rank fusion; 0: the LLM's order alone) to report, comma-separated.")
+@click.option("--batch-size", default=None, type=int, help="Pairs per forward pass (default rerank.llm.batch_size).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
+              help="One line per query (resumed from when it exists).")
+@click.option("--against", default=None, help="FILE:SYSTEM, a score_retrieval per-query file and a system in it, to "
+                                              "compare hit@1 with by a paired bootstrap (same queries, same order).")
+@click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
+              help="Also write the last row's per-query scores as score_retrieval does (RECORD/score/retrieval/"
+                   "SPLIT.jsonl, SPLIT the --eval folder's name: the first stage and first_stage+kind) and the "
+                   "machine (RECORD/machine.json), for compare and the generated tables.")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(llm_dir: str, adapter: str | None, source: str, kind: str, queries: int, candidates: int, batch_size: int,
-         precision: str, params_file: str) -> None:
+@click.option("--set", "assignments", multiple=True, help="A params override, group.key=value (repeatable).")
+def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned_embedder: str | None, kind: str,
+         queries: int, candidates: int, keep: str, weights: str, batch_size: int | None, precision: str,
+         out_file: str | None, against: str | None, record_dir: str | None, params_file: str,
+         assignments: tuple[str, ...]) -> None:
     import torch
 
-    params = load_params(params_file)
+    raw = read_yaml(params_file)
+    assignments += (f"rerank.precision={precision}", f"rerank.llm.model={'sft' if adapter else 'base'}",
+                    "rerank.llm.endpoint=null") + ((f"rerank.llm.batch_size={batch_size}",) if batch_size else ())
+    for assignment in assignments:
+        raw = set_value(raw, assignment)
+    params = validate(raw, params_file)
     questions, golds, kb = pairs(Path(source))
-    questions, golds = questions[:queries], golds[:queries]
-    scorer = LocalLLM.load(llm_dir, adapter, params.rerank.llm, precision, params.llm.trust_remote_code)
-    scorer.batch_size = batch_size
-    reranker = LLMReranker(kind, params.rerank.llm, scorer)
-    first = BM25Index(kb).search(questions, candidates)
-    rows, hits_before, hits_after = [], 0, 0
-    for question, gold, ranking in zip(questions, golds, first):
-        started = time.perf_counter()
-        reordered = reranker.rerank(question, ranking, kb, candidates, params.rerank)
-        rows.append({"s": time.perf_counter() - started})
-        hits_before += bool(ranking) and kb[ranking[0][0]] == gold
-        hits_after += bool(reordered) and kb[reordered[0][0]] == gold
-    timed = rows[1:] or rows  # the first query also warms the model up
-    print(f"{machine_label(describe_machine())}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{kind} on {llm_dir}{f' + {adapter}' if adapter else ''}: {scorer.precision}, batch {batch_size}, "
-          f"{len(questions)} queries x BM25's top {candidates} of {len(kb)} passages")
+    n = queries or len(questions)
+    questions, golds = questions[:n], golds[:n]
+    out = Path(out_file) if out_file else None
+    lines = scored_lines(out) if out else []
+    if [line["query"] for line in lines] != questions[:len(lines)]:
+        raise click.ClickException(f"{out}: its queries are not the first ones of {source}: another --out")
+
+    todo = range(len(lines), n)
+    sharing = CoreSharing()  # whether other jobs shared the cores while this run scored (unknown if it scored none)
+    if todo:
+        retrievers = Retrievers(kb, params, tuned_embedder=tuned_embedder, llm=llm_dir, adapter=adapter)
+        firsts = retrievers.search(first_stage, [questions[i] for i in todo], candidates)
+        reranker = retrievers.reranker(kind)
+        scorer = retrievers.llm_scorer()
+        print(f"{kind} on {llm_dir}{f' + {adapter}' if adapter else ''}: {scorer.precision}, batch "
+              f"{params.rerank.llm.batch_size}; {first_stage}'s top {candidates} of {len(kb)} passages")
+        with open(out, "a", encoding="utf-8") if out else open("/dev/null", "w") as sink, sharing:
+            for i, first in zip(todo, firsts):
+                started = time.perf_counter()
+                scores = reranker.scores(questions[i], [kb[j] for j, _ in first])
+                line = {"query": questions[i], "gold": golds[i], "candidates": [j for j, _ in first],
+                        "scores": scores, "s": time.perf_counter() - started, "warm_up": i == todo[0]}
+                lines.append(line)
+                sink.write(json.dumps(line, ensure_ascii=False) + "\n")
+                sink.flush()
+                if (i + 1) % 10 == 0 or i + 1 == n:
+                    print(f"  {i + 1}/{n} queries, {line['s']:.2f} s the last", flush=True)
+
+    index = {p: j for j, p in reversed(list(enumerate(kb)))}
+    gold_ids = [index.get(line["gold"], -1) for line in lines]
+    timed = [line for line in lines if not line.get("warm_up")] or lines  # each run's first query warms up
+    print(f"{machine_label({**describe_machine(), **sharing.result})}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     p50, p95 = percentiles(timed, "s", "query_s").values()
-    print(f"seconds per query: p50 {p50:.3f}, p95 {p95:.3f} (over {len(timed)} queries)")
-    print(f"hit@1: BM25 {100 * hits_before / len(questions):.1f}, reranked {100 * hits_after / len(questions):.1f}")
+    print(f"{len(lines)} queries, {first_stage}'s top {candidates}: seconds per query p50 {p50:.3f}, "
+          f"p95 {p95:.3f} (over {len(timed)} queries)")
+    first_rows = [figures(line["candidates"], g) for line, g in zip(lines, gold_ids)]
+    print(f"{first_stage}: " + ", ".join(f"{k} {mean(first_rows, k):.2f}" for k in first_rows[0]))
+    chosen = None
+    for k in (int(x) for x in keep.split(",")):
+        for w in (float(x) for x in weights.split(",")):
+            rows = [figures(reranked(line, kb, kind, k, w, params), g) for line, g in zip(lines, gold_ids)]
+            print(f"{first_stage}+{kind}, top {k}, first-stage weight {w}: "
+                  + ", ".join(f"{key} {mean(rows, key):.2f}" for key in rows[0]))
+            chosen = rows
+    if record_dir:
+        write_record(Path(record_dir), Path(source).name, first_stage, kind, lines, first_rows, chosen,
+                     {**describe_machine(), **sharing.result} if todo else None)
+    keys = [passage_key(line["gold"], i) for i, line in enumerate(lines)]  # the keys compare gives these queries
+
+    def compare(name: str, old: list[float]) -> None:
+        """The paired interval ``python -m raglab.experiments.compare --pair`` prints for the same two files."""
+        scores = {("run", "retrieval", "split", system): {k: {"hit@1": v} for k, v in zip(keys, values)}
+                  for system, values in (("new", [r["hit@1"] for r in chosen]), ("old", old))}
+        (row,) = system_pairs(scores, [("run/retrieval/split/new", "run/retrieval/split/old")])
+        print(f"the last row against {name} ({100 * sum(old) / len(old):.2f}): hit@1 {100 * row.delta:+.2f} "
+              f"[{100 * row.low:+.2f}, {100 * row.high:+.2f}] (95 % paired bootstrap, by gold passage)")
+
+    compare(first_stage, [r["hit@1"] for r in first_rows])
+    if against:
+        file, _, system = against.rpartition(":")
+        theirs = read_jsonl(file)[:len(lines)]
+        if [r["query"] for r in theirs] != [line["query"] for line in lines]:
+            raise click.ClickException(f"{file}: not the same queries in the same order as {source}")
+        compare(system, [r[system]["hit@1"] for r in theirs])
 
 
 if __name__ == "__main__":

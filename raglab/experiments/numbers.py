@@ -167,7 +167,8 @@ class Records:
             shown = percentiles(list(self.rows(path).values()), field, field)
             if not shown:
                 raise NumberError(f"no query of {path} has {field!r}")
-            return f"{number(shown[f'{field}_p50'])} / {number(shown[f'{field}_p95'])}"
+            p50, p95 = shown.values()  # {field}_p50 / _p95, or rerank_p50_s / _p95_s for a field in seconds
+            return f"{number(p50)} / {number(p95)}"
         if kind == "value":
             run, key, *unit = args
             if key.endswith("_s"):

@@ -1,0 +1,86 @@
+"""benchmarks/llm_rerank.py: it scores each query once (a second run resumes from --out and scores only the queries
+after), its figures come from what --out recorded (the reranked order computed by hand from recorded scores), and
+--against compares hit@1 with another system's per-query file by a paired bootstrap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KB = ["the company sold alpha widgets", "beta revenue grew ten percent", "gamma costs fell", "delta hired staff"]
+QUESTIONS = [("what did the company sell", 0), ("how did beta revenue change", 1), ("which costs fell", 2)]
+
+
+def run(*args: str) -> str:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "llm_rerank.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture
+def split(tmp_path) -> Path:
+    folder = tmp_path / "val"
+    folder.mkdir()
+    (folder / "kb.txt").write_text("\n".join(KB) + "\n", encoding="utf-8")
+    (folder / "eval.jsonl").write_text("".join(json.dumps({"query": q, "corpus": [KB[g]]}) + "\n"
+                                               for q, g in QUESTIONS), encoding="utf-8")
+    return folder
+
+
+def test_the_benchmark_resumes_and_reranks_from_what_it_recorded(tiny_llm, split, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    common = ["--llm", tiny_llm, "--eval", str(split), "--candidates", "3", "--out", str(out)]
+    run(*common, "--queries", "2")
+    first = out.read_text(encoding="utf-8").splitlines()
+    assert len(first) == 2
+
+    # hand-made scores for the third query: the LLM's order is the first stage's reversed
+    line = json.loads(first[0])
+    line.update(query=QUESTIONS[2][0], gold=KB[2], candidates=[3, 1, 2], scores=[-3.0, -2.0, -1.0], s=1.0,
+                warm_up=False)
+    out.write_text("\n".join(first + [json.dumps(line)]) + "\n", encoding="utf-8")
+    printed = run(*common, "--queries", "3", "--keep", "1,3", "--weights", "0")
+    assert out.read_text(encoding="utf-8").splitlines()[:2] == first  # nothing scored twice
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 3 and lines[2]["candidates"] == [3, 1, 2]
+    # the third query: the first stage misses at rank 1 (3), the LLM's order puts the gold (2) first; with one
+    # candidate kept only the first stage's first (3) is left to order
+
+    def hit1(order, gold):
+        return order[0] == KB.index(gold)
+
+    first_two = [hit1([c for _, c in sorted(zip(x["scores"], x["candidates"]), key=lambda p: -p[0])], x["gold"])
+                 for x in lines[:2]]
+    top3 = 100 * (sum(first_two) + 1) / 3
+    top1 = 100 * (sum(hit1(x["candidates"], x["gold"]) for x in lines[:2])) / 3
+    assert f"top 3, first-stage weight 0.0: hit@1 {top3:.2f}" in printed
+    assert f"top 1, first-stage weight 0.0: hit@1 {top1:.2f}" in printed
+
+    # --against: another system's per-query hits, the same queries in the same order
+    theirs = tmp_path / "test.jsonl"
+    theirs.write_text("".join(json.dumps({"query": x["query"], "other": {"hit@1": 0.0}}) + "\n" for x in lines),
+                      encoding="utf-8")
+    record = tmp_path / "record"
+    printed = run(*common, "--queries", "3", "--keep", "3", "--against", f"{theirs}:other", "--record", str(record))
+    assert f"against other (0.00): hit@1 +{top3:.2f} [" in printed
+
+    # the record: score_retrieval's layout, the first stage and the last row asked for, the LLM's seconds
+    rows = [json.loads(x) for x in (record / "score" / "retrieval" / "val.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in rows] == [q for q, _ in QUESTIONS]
+    assert rows[2]["bm25"]["hit@1"] == 0.0 and rows[2]["bm25+query_likelihood"]["hit@1"] == 1.0
+    assert rows[2]["bm25+query_likelihood"]["rerank_s"] == 1.0
+    assert json.loads((record / "machine.json").read_text())["source"] == "measured"
+
+    other_split = tmp_path / "other"
+    other_split.mkdir()
+    (other_split / "kb.txt").write_text((split / "kb.txt").read_text())
+    (other_split / "eval.jsonl").write_text(json.dumps({"query": "another question", "corpus": [KB[0]]}) + "\n")
+    done = subprocess.run([sys.executable, "benchmarks/llm_rerank.py", "--llm", tiny_llm, "--eval", str(other_split),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "its queries are not the first ones" in done.stderr
