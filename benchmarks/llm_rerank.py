@@ -117,7 +117,7 @@ def mean(rows: list[dict], key: str) -> float:
               show_default=True)
 @click.option("--queries", default=10, show_default=True, help="Queries scored (the first N; 0: all).")
 @click.option("--candidates", default=10, show_default=True, help="The first stage's top K scored per query.")
-@click.option("--keep", default="10", show_default=True, help="Candidate counts (<= K) to report, comma-separated.")
+@click.option("--keep", default=None, help="Candidate counts (<= K) to report, comma-separated (default: K).")
 @click.option("--weights", default="0", show_default=True,
               help="First-stage weights (rank fusion; 0: the LLM's order alone) to report, comma-separated.")
 @click.option("--batch-size", default=None, type=int, help="Pairs per forward pass (default rerank.llm.batch_size).")
@@ -133,7 +133,7 @@ def mean(rows: list[dict], key: str) -> float:
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--set", "assignments", multiple=True, help="A params override, group.key=value (repeatable).")
 def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned_embedder: str | None, kind: str,
-         queries: int, candidates: int, keep: str, weights: str, batch_size: int | None, precision: str,
+         queries: int, candidates: int, keep: str | None, weights: str, batch_size: int | None, precision: str,
          out_file: str | None, against: str | None, record_dir: str | None, params_file: str,
          assignments: tuple[str, ...]) -> None:
     import torch
@@ -144,6 +144,9 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
     for assignment in assignments:
         raw = set_value(raw, assignment)
     params = validate(raw, params_file)
+    counts = [int(x) for x in keep.split(",")] if keep else [candidates]
+    if max(counts) > candidates:
+        raise click.BadParameter(f"{max(counts)} candidates kept, of the {candidates} scored", param_hint="--keep")
     questions, golds, kb = pairs(Path(source))
     n = queries or len(questions)
     questions, golds = questions[:n], golds[:n]
@@ -176,14 +179,15 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
     index = {p: j for j, p in reversed(list(enumerate(kb)))}
     gold_ids = [index.get(line["gold"], -1) for line in lines]
     timed = [line for line in lines if not line.get("warm_up")] or lines  # each run's first query warms up
-    print(f"{machine_label({**describe_machine(), **sharing.result})}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    machine = {**describe_machine(), **sharing.result}
+    print(f"{machine_label(machine)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     p50, p95 = percentiles(timed, "s", "query_s").values()
     print(f"{len(lines)} queries, {first_stage}'s top {candidates}: seconds per query p50 {p50:.3f}, "
           f"p95 {p95:.3f} (over {len(timed)} queries)")
     first_rows = [figures(line["candidates"], g) for line, g in zip(lines, gold_ids)]
     print(f"{first_stage}: " + ", ".join(f"{k} {mean(first_rows, k):.2f}" for k in first_rows[0]))
     chosen = None
-    for k in (int(x) for x in keep.split(",")):
+    for k in counts:
         for w in (float(x) for x in weights.split(",")):
             rows = [figures(reranked(line, kb, kind, k, w, params), g) for line, g in zip(lines, gold_ids)]
             print(f"{first_stage}+{kind}, top {k}, first-stage weight {w}: "
@@ -191,7 +195,7 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
             chosen = rows
     if record_dir:
         write_record(Path(record_dir), Path(source).name, first_stage, kind, lines, first_rows, chosen,
-                     {**describe_machine(), **sharing.result} if todo else None)
+                     machine if todo else None)
     keys = [passage_key(line["gold"], i) for i, line in enumerate(lines)]  # the keys compare gives these queries
 
     def compare(name: str, old: list[float]) -> None:

@@ -37,7 +37,8 @@ import click
 
 from raglab.core.formats import folder_fingerprint, write_json
 from raglab.core.machine import POOLED_CPU_LOG, cache_dir, process_cpu_seconds
-from raglab.serving.vllm import BASE_NAME, ServerError, VLLMServer, _signal_group, free_port, healthy, http_get, stop_group
+from raglab.serving.vllm import (BASE_NAME, ServerError, VLLMServer, _signal_group, free_port, healthy, http_get,
+                                 stop_group)
 
 log = logging.getLogger("raglab")
 
