@@ -54,6 +54,11 @@ def lease_path(key: str) -> Path:
     return pool_dir() / f"{key}.lease"
 
 
+def record_path(key: str) -> Path:
+    """The record of server ``key`` (its keeper, host and port), written by the keeper once the server is healthy."""
+    return pool_dir() / f"{key}.json"
+
+
 def pool_key(server: VLLMServer, weights: str) -> str:
     """What a pooled server is: its weights and every vLLM option except the port, served name and adapters."""
     options = {k: v for k, v in vars(server).items()
@@ -81,7 +86,7 @@ def _alive(pid: int) -> bool:
 
 def read_record(key: str) -> dict | None:
     """The pooled server ``key`` if its keeper is alive and the server healthy, else None."""
-    path = pool_dir() / f"{key}.json"
+    path = record_path(key)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -166,7 +171,7 @@ class PooledServer:
         server = dataclasses.replace(self.server, served_name=BASE_NAME, lora_modules={},  # adapters: at run time
                                      extra_args=[*self.server.extra_args, *lora],
                                      port=self.server.port or free_port(self.server.host))
-        record_file = pool_dir() / f"{self.key}.json"
+        record_file = record_path(self.key)
         record_file.unlink(missing_ok=True)
         spec = {"key": self.key, "command": server.command(), "host": server.host, "port": server.port,
                 "keep_alive_s": self.keep_alive_s, "env": server.settings(), "model": str(server.model)}
@@ -207,7 +212,8 @@ def keep(spec_file: Path) -> None:
     """The keeper: start the server of ``spec_file``, record it once healthy, stop it when unheld for the keep-alive
     (or when told to stop), and remove its record."""
     spec = json.loads(spec_file.read_text())
-    key, record_file = spec["key"], spec_file.with_name(f"{spec['key']}.json")
+    key = spec["key"]
+    record_file = record_path(key)
     env = {**os.environ, **spec["env"], "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     proc = subprocess.Popen(spec["command"], env=env, start_new_session=True)
     stopping = threading.Event()
