@@ -32,9 +32,10 @@ import click
 from raglab.core.formats import read_jsonl, read_lines, write_json, write_jsonl
 from raglab.core.machine import CoreSharing, describe_machine, machine_label
 from raglab.evaluation.intervals import passage_key
-from raglab.evaluation.metrics import hit_at, mrr_at, percentiles
+from raglab.evaluation.metrics import hit_at, mrr_at, percentiles, rank_of
 from raglab.experiments.compare import system_pairs
 from raglab.params.loader import read_yaml, set_value, validate
+from raglab.params.rerank import Rerank
 from raglab.retriever.rerank import Reranker
 from raglab.retriever.systems import Retrievers
 
@@ -71,19 +72,22 @@ class Recorded(Reranker):
         return self.recorded[:len(passages)]  # the candidates come in their recorded order
 
 
-def reranked(line: dict, kb: list[str], kind: str, keep: int, weight: float, params) -> list[int]:
+def fused(rerank: Rerank, kind: str, weight: float) -> Rerank:
+    """Params ``rerank`` with reranker ``kind`` fused with the first stage at ``weight`` and no threshold."""
+    group = getattr(rerank.llm, kind).model_copy(update={"first_stage_weight": weight, "threshold": None})
+    return rerank.model_copy(update={"llm": rerank.llm.model_copy(update={kind: group})})
+
+
+def reranked(line: dict, kb: list[str], kind: str, keep: int, rerank: Rerank) -> list[int]:
     """The passages of one recorded query in the order the reranker gives them over the first ``keep``
-    candidates, fused with their first-stage ranks at ``weight``."""
+    candidates (``rerank``: its fusion with their first-stage ranks)."""
     candidates = [(j, 0.0) for j in line["candidates"][:keep]]
-    reranker = Recorded(kind, line["scores"])
-    group = getattr(params.rerank.llm, kind)
-    rerank = params.rerank.model_copy(update={"llm": params.rerank.llm.model_copy(
-        update={kind: group.model_copy(update={"first_stage_weight": weight, "threshold": None})})})
-    return [j for j, _ in reranker.rerank(line["query"], candidates, kb, 10, rerank)]
+    return [j for j, _ in Recorded(kind, line["scores"]).rerank(line["query"], candidates, kb, 10, rerank)]
 
 
-def figures(order: list[int], gold: int) -> dict[str, float]:
-    rank = order.index(gold) + 1 if gold in order else None
+def figures(order: list[int], kb: list[str], gold: str) -> dict[str, float]:
+    """hit@1, hit@5 and MRR@10 of the passages ``order`` (indices into ``kb``), as score_retrieval reads them."""
+    rank = rank_of([kb[j] for j in order], gold)
     return {"hit@1": hit_at(rank, 1), "hit@5": hit_at(rank, 5), "mrr@10": mrr_at(rank, 10)}
 
 
@@ -176,20 +180,19 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
                 if (i + 1) % 10 == 0 or i + 1 == n:
                     print(f"  {i + 1}/{n} queries, {line['s']:.2f} s the last", flush=True)
 
-    index = {p: j for j, p in reversed(list(enumerate(kb)))}
-    gold_ids = [index.get(line["gold"], -1) for line in lines]
     timed = [line for line in lines if not line.get("warm_up")] or lines  # each run's first query warms up
     machine = {**describe_machine(), **sharing.result}
     print(f"{machine_label(machine)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     p50, p95 = percentiles(timed, "s", "query_s").values()
     print(f"{len(lines)} queries, {first_stage}'s top {candidates}: seconds per query p50 {p50:.3f}, "
           f"p95 {p95:.3f} (over {len(timed)} queries)")
-    first_rows = [figures(line["candidates"], g) for line, g in zip(lines, gold_ids)]
+    first_rows = [figures(line["candidates"], kb, line["gold"]) for line in lines]
     print(f"{first_stage}: " + ", ".join(f"{k} {mean(first_rows, k):.2f}" for k in first_rows[0]))
     chosen = None
     for k in counts:
         for w in (float(x) for x in weights.split(",")):
-            rows = [figures(reranked(line, kb, kind, k, w, params), g) for line, g in zip(lines, gold_ids)]
+            rerank = fused(params.rerank, kind, w)
+            rows = [figures(reranked(line, kb, kind, k, rerank), kb, line["gold"]) for line in lines]
             print(f"{first_stage}+{kind}, top {k}, first-stage weight {w}: "
                   + ", ".join(f"{key} {mean(rows, key):.2f}" for key in rows[0]))
             chosen = rows
