@@ -94,11 +94,19 @@ def figures(order: list[int], kb: list[str], gold: str) -> dict[str, float]:
 def write_record(folder: Path, split: str, first_stage: str, kind: str, lines: list[dict], first_rows: list[dict],
                  reranked_rows: list[dict], machine: dict | None) -> None:
     """``folder/score/retrieval/SPLIT.jsonl`` in score_retrieval's layout (the reranked system's rows with the
-    LLM's seconds, ``rerank_s``, but for a run's warm-up query) and, when this run scored, ``machine.json``."""
+    LLM's seconds, ``rerank_s``, but for a run's warm-up query) and, when this run scored, ``machine.json``. The
+    systems another first stage recorded there for the same queries stay beside these (one record, one file per
+    split, as score_retrieval writes all its systems in one)."""
+    path = folder / "score" / "retrieval" / f"{split}.jsonl"
     rows = [{"query": line["query"], "gold": line["gold"], first_stage: first,
              f"{first_stage}+{kind}": {**reranked, "rerank_s": None if line.get("warm_up") else round(line["s"], 4)}}
             for line, first, reranked in zip(lines, first_rows, reranked_rows)]
-    write_jsonl(folder / "score" / "retrieval" / f"{split}.jsonl", rows)
+    if path.exists():
+        before = read_jsonl(path)
+        if [r["query"] for r in before] != [r["query"] for r in rows]:
+            raise click.ClickException(f"{path}: recorded for other queries than these {len(rows)}: another --record")
+        rows = [{**old, **new} for old, new in zip(before, rows)]
+    write_jsonl(path, rows)
     if machine is not None or not (folder / "machine.json").exists():
         write_json(folder / "machine.json", {"source": "measured", **(machine or describe_machine())})
 

@@ -77,6 +77,17 @@ def test_the_benchmark_resumes_and_reranks_from_what_it_recorded(tiny_llm, split
     assert rows[2]["bm25+query_likelihood"]["rerank_s"] == 1.0
     assert json.loads((record / "machine.json").read_text())["source"] == "measured"
 
+    # another first stage recorded for the same queries stays beside this one; other queries are refused
+    recorded = record / "score" / "retrieval" / "val.jsonl"
+    recorded.write_text("".join(json.dumps({**r, "tuned": {"hit@1": 1.0}}) + "\n" for r in rows), encoding="utf-8")
+    run(*common, "--queries", "3", "--keep", "3", "--record", str(record))
+    again = [json.loads(x) for x in recorded.read_text().splitlines()]
+    assert [r["tuned"] for r in again] == [{"hit@1": 1.0}] * 3 and again[2]["bm25+query_likelihood"]["hit@1"] == 1.0
+    recorded.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]), encoding="utf-8")
+    done = subprocess.run([sys.executable, "benchmarks/llm_rerank.py", *common, "--queries", "3", "--record",
+                           str(record)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "recorded for other queries" in done.stderr
+
     other_split = tmp_path / "other"
     other_split.mkdir()
     (other_split / "kb.txt").write_text((split / "kb.txt").read_text())
