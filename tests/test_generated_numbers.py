@@ -150,6 +150,17 @@ def test_placeholders_name_what_the_records_hold(tmp_path):
     assert records.render("{noise:rec/generation/test/sft=rec/generation/test/base:em}") == "within noise"
     text = "{brief:em}; \\boxed{} and {context} stay"  # braces that are no placeholder are left as they are
     assert records.render(text) == "39.72 (1,002 trial questions); \\boxed{} and {context} stay"
+    reports = tmp_path / "results" / "rec" / "reports"
+    reports.mkdir()
+    (reports / "write_questions.json").write_text(json.dumps(
+        {"dropped": {"round_trip": 1802}, "questions": {"kept": 2120}, "seconds": 92.1}), encoding="utf-8")
+    assert (records.render("{report:rec:write_questions.questions.kept} kept, "
+                           "{report:rec:write_questions.dropped.round_trip} dropped") == "2,120 kept, 1,802 dropped")
+    for wrong, message in (("{report:rec:write_questions.seconds}", "is a timing"),
+                           ("{report:rec:write_questions.dropped.copies}", "has no dropped.copies"),
+                           ("{report:rec:chunk.wrote}", "chunk.json does not exist")):
+        with pytest.raises(NumberError, match=message):
+            records.render(wrong)
     for wrong, message in (("{mean:rec/generation/test/dpo:em}", "not RUN/TRACK/SPLIT/SYSTEM"),
                            ("{mean:rec/generation/test/sft:f1}", "no query of"),
                            ("{mean:rec/generation/test/sft}", "not enough values"),

@@ -148,6 +148,19 @@ def test_stage_seconds_come_from_each_stages_report_or_its_trainer():
         "download@llm": {"seconds": None, "from": None}}
 
 
+def test_a_record_keeps_each_stages_report():
+    from raglab.experiments.records import stage_reports
+
+    lock = {"stages": {"chunk": {"outs": [{"path": "data/own/chunks"}]},
+                       "write_questions": {"outs": [{"path": "data/own/pairs.jsonl"}, {"path": "data/own/questions"}]},
+                       "train_embed": {"outs": [{"path": "models/embedder"}]},
+                       "score_rag": {"outs": [{"path": "data/score/rag"}]}}}
+    files = {"data/own/chunks/report.json": '{"stage": "chunk", "wrote": {"chunks.jsonl": 9}}',
+             "data/own/questions/report.json": '{"stage": "write_questions"}', "data/score/rag/report.json": "[]"}
+    assert stage_reports(lock, files.get) == {"chunk": files["data/own/chunks/report.json"],
+                                              "write_questions": files["data/own/questions/report.json"]}
+
+
 def test_the_baseline_names_each_records_machine_and_the_stages_run_elsewhere(tmp_path):
     import json
 

@@ -16,6 +16,7 @@ retrieval/test/bm25``):
     {percentiles:PATH:FIELD}     271 / 454                p50 / p95 (nearest rank) of a per-query field
     {value:RUN:FILE.KEY[:%]}     1,288                    a value of results/RUN/metrics/FILE.json
     {param:RUN:GROUP.KEY}        1,600                    a value of the record's params.yaml
+    {report:RUN:STAGE.KEY}       1,802                    a count of a stage's report (results/RUN/reports/)
     {time:RUN:FILE.KEY:s|min}    34 min                   a timing of the metrics file (keys ending in _s)
     {machine:RUN[:STAGE]}        2-core Intel Xeon, ...   the record's machine.json (a stage's own, if it has
                                                           one), as machine_label says it
@@ -39,11 +40,11 @@ from raglab.core.machine import machine_label
 from raglab.evaluation.intervals import cluster_of
 from raglab.evaluation.metrics import percentiles
 from raglab.experiments.compare import Scores, fmt, mean_with_interval, per_query_scores, system_pairs, workspace_reader
-from raglab.experiments.records import RECORDS, record_machine, stage_machine
+from raglab.experiments.records import RECORDS, REPORTS, record_machine, stage_machine
 from raglab.params.loader import read_yaml
 
 KINDS = ("mean_pm", "mean", "pm", "n", "passages", "delta", "diff", "interval", "noise", "percentiles", "value",
-         "param", "time", "machine", "brief")
+         "param", "report", "time", "machine", "brief")
 PLACEHOLDER = re.compile(r"\{(" + "|".join(KINDS) + r"):([^{}\n]*)\}")
 TIME = re.compile(r"\{time:([^:{}]+):([^.:{}]+)\.")
 MACHINE = re.compile(r"\{machine:([^:{}]+):?([^:{}]*)\}")
@@ -178,6 +179,15 @@ class Records:
             run, key = args
             path = self.repo / RECORDS / run / "params.yaml"
             return number(dig(read_yaml(path), key.split("."), str(path)))
+        if kind == "report":
+            run, key = args
+            stage, _, rest = key.partition(".")
+            path = self.repo / RECORDS / run / REPORTS / f"{stage}.json"
+            if not path.is_file():
+                raise NumberError(f"{path} does not exist")
+            if rest.split(".")[-1] == "seconds" or rest.endswith("_s"):
+                raise NumberError(f"{run}:{key} is a timing: quote the stage's time from its machine.json")
+            return number(dig(json.loads(path.read_text(encoding="utf-8")), rest.split("."), str(path)))
         if kind == "time":
             run, key, unit = args
             return duration(float(self.metrics_file(run, key)), unit)

@@ -30,6 +30,7 @@ RECORDS = "results"     # committed records of runs (--record), and their metric
 WEIGHTS = {"models/llm-adapter": "llm-adapter"}
 MAX_WEIGHTS_BYTES = 20 * 2**20
 MACHINE = "machine.json"  # the machine a record's run used: its timings mean little without it
+REPORTS = "reports"  # each stage's report.json (read, dropped, wrote), as reports/STAGE.json
 
 
 def record_params(record: str | os.PathLike) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike, sharing: dict[s
     metrics = [m for m in dvc_yaml.get("metrics", []) if not m.startswith(f"{RECORDS}/")]  # the pipeline's
     files = ["params.yaml", "dvc.lock", *metrics]
     present = set(git("ls-tree", "-r", "--name-only", ref).split())
-    for stale in ("metrics", "score", *WEIGHTS.values()):  # a record is one run's, nothing left from an earlier one
+    for stale in ("metrics", "score", REPORTS, *WEIGHTS.values()):  # a record is one run's, nothing left from before
         shutil.rmtree(Path(out_dir) / stale, ignore_errors=True)
     for rel in files:
         if rel in present:
@@ -96,12 +97,29 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike, sharing: dict[s
         recorded.append(f"score/{rel}")
     recorded += record_weights(fs, Path(out_dir), exp_name)
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock")) if "dvc.lock" in present else None
+    for stage, text in stage_reports(lock or {}, lambda path: _read(fs, path)).items():
+        write_text(Path(out_dir) / REPORTS / f"{stage}.json", text)
+        recorded.append(f"{REPORTS}/{stage}.json")
     write_json(Path(out_dir) / MACHINE, {
         "source": "measured", **describe_machine(), **(sharing or {"shared": None, "others_share": None}),
         "stages": stage_seconds(lock or {}, lambda path: _read(fs, path))})
     recorded.append(MACHINE)
     write_baseline(Path(out_dir).parent)
     return recorded
+
+
+def stage_reports(lock: dict[str, Any], read: Callable[[str], str | None]) -> dict[str, str]:
+    """The ``report.json`` each stage of ``lock`` wrote in one of its outputs (``raglab.core.report.StageReport``:
+    what it read, dropped and wrote, and its own figures), as text, for the stages that have one. A record keeps
+    them (``reports/STAGE.json``) so that its counts are quoted from the record, as its metrics are."""
+    reports = {}
+    for name, stage in (lock.get("stages") or {}).items():
+        for out in [o["path"] for o in stage.get("outs", [])]:
+            text = read(f"{out}/report.json")
+            if isinstance(_json(text), dict):
+                reports[name] = text
+                break
+    return reports
 
 
 def stage_seconds(lock: dict[str, Any], read: Callable[[str], str | None]) -> dict[str, dict[str, Any]]:
