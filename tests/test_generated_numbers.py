@@ -153,9 +153,12 @@ def test_placeholders_name_what_the_records_hold(tmp_path):
     reports = tmp_path / "results" / "rec" / "reports"
     reports.mkdir()
     (reports / "write_questions.json").write_text(json.dumps(
-        {"dropped": {"round_trip": 1802}, "questions": {"kept": 2120}, "seconds": 92.1}), encoding="utf-8")
-    assert (records.render("{report:rec:write_questions.questions.kept} kept, "
-                           "{report:rec:write_questions.dropped.round_trip} dropped") == "2,120 kept, 1,802 dropped")
+        {"dropped": {"round_trip": 1802}, "questions": {"kept": 2120}, "wrote": {"questions.jsonl": 3998},
+         "seconds": 92.1}), encoding="utf-8")
+    assert (records.render("{report:rec:write_questions.wrote.questions.jsonl} parsed, "
+                           "{report:rec:write_questions.questions.kept} kept, "
+                           "{report:rec:write_questions.dropped.round_trip} dropped")
+            == "3,998 parsed, 2,120 kept, 1,802 dropped")
     for wrong, message in (("{report:rec:write_questions.seconds}", "is a timing"),
                            ("{report:rec:write_questions.dropped.copies}", "has no dropped.copies"),
                            ("{report:rec:chunk.wrote}", "chunk.json does not exist")):

@@ -85,10 +85,17 @@ def duration(seconds: float, unit: str) -> str:
 
 
 def dig(tree: Any, keys: list[str], where: str) -> Any:
-    for key in keys:
-        if not isinstance(tree, dict) or key not in tree:
+    """``tree[k1][k2]...``; a key may hold dots itself (a report's ``wrote.questions.jsonl``): the shortest run of
+    the dotted parts that is a key is taken at each level."""
+    i = 0
+    while i < len(keys):
+        for j in range(i + 1, len(keys) + 1):
+            key = ".".join(keys[i:j])
+            if isinstance(tree, dict) and key in tree:
+                tree, i = tree[key], j
+                break
+        else:
             raise NumberError(f"{where} has no {'.'.join(keys)}")
-        tree = tree[key]
     return tree
 
 
