@@ -19,8 +19,8 @@ def eval_splits(embed_dir: Path) -> list[str]:
     return sorted(p.name for p in embed_dir.iterdir() if (p / "eval.jsonl").is_file() and (p / "kb.txt").is_file())
 
 
-def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, tuned_reranker: str, out: Path,
-                  report: StageReport) -> None:
+def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str | None, tuned_reranker: str | None,
+                  out: Path, report: StageReport) -> None:
     top_k = params.serve_infer.retrieval.top_k
     data = {s: (read_jsonl(embed_dir / s / "eval.jsonl"), read_lines(embed_dir / s / "kb.txt")) for s in eval_splits(embed_dir)}
     if not data:
@@ -30,6 +30,10 @@ def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, tuned_re
         report.add_read(f"{split}/eval.jsonl", len(rows))
         report.add_read(f"{split}/kb.txt", len(kb))
         shared = retrievers = Retrievers(kb, params, tuned_embedder, tuned_reranker, shared=shared)
+        missing = [s for s in params.serve_infer.retrieval.systems if s not in retrievers.available()]
+        if missing:
+            raise click.UsageError(f"serve_infer.retrieval.systems {missing}: not servable here (tuned needs --model, "
+                                   f"+rerank --reranker); available: {', '.join(retrievers.available())}")
         queries = [r["query"] for r in rows]
         for system in params.serve_infer.retrieval.systems:
             rankings = retrievers.search(system, queries, top_k)
@@ -46,12 +50,12 @@ def run_retrieval(params: Params, embed_dir: Path, tuned_embedder: str, tuned_re
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--eval", "eval_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="build_embed_negatives' output (a folder per eval split).")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="The tuned embedder (train_embed).")
-@click.option("--reranker", "reranker_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="The tuned cross-encoder (train_rerank).")
+@click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="The tuned embedder (train_embed); needed by the systems named tuned.")
+@click.option("--reranker", "reranker_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="The tuned cross-encoder (train_rerank); needed by the systems +rerank.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def main(params_file: str, eval_dir: str, model_dir: str, reranker_dir: str, out_dir: str) -> None:
+def main(params_file: str, eval_dir: str, model_dir: str | None, reranker_dir: str | None, out_dir: str) -> None:
     """Rank each eval split's knowledge base for its queries with every retriever of serve_infer.retrieval."""
     out = Path(out_dir)
     with StageReport("serve_infer_retrieval", out / "report.json") as report:
