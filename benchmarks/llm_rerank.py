@@ -94,7 +94,7 @@ def figures(order: list[int], kb: list[str], gold: str) -> dict[str, float]:
 def write_record(folder: Path, split: str, first_stage: str, kind: str, lines: list[dict], first_rows: list[dict],
                  reranked_rows: list[dict], machine: dict | None) -> None:
     """``folder/score/retrieval/SPLIT.jsonl`` in score_retrieval's layout (the reranked system's rows with the
-    LLM's seconds, ``rerank_s``, but for a run's warm-up query) and, when this run scored, ``machine.json``. The
+    LLM's seconds, ``rerank_s``, but for a run's warm-up query) and, when this run scored, its machine. The
     systems another first stage recorded there for the same queries stay beside these (one record, one file per
     split, as score_retrieval writes all its systems in one)."""
     path = folder / "score" / "retrieval" / f"{split}.jsonl"
@@ -107,8 +107,16 @@ def write_record(folder: Path, split: str, first_stage: str, kind: str, lines: l
             raise click.ClickException(f"{path}: recorded for other queries than these {len(rows)}: another --record")
         rows = [{**old, **new} for old, new in zip(before, rows)]
     write_jsonl(path, rows)
-    if machine is not None or not (folder / "machine.json").exists():
-        write_json(folder / "machine.json", {"source": "measured", **(machine or describe_machine())})
+    # the record's machine: the first run's; each reranked system's own run under ``stages`` (``{machine:RUN:
+    # SYSTEM}`` labels its timing), as a DVC record names a stage run elsewhere
+    path = folder / "machine.json"
+    recorded = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if machine is not None or recorded is None:
+        run = {"source": "measured", **(machine or describe_machine())}
+        recorded = recorded or dict(run)
+        if machine is not None:
+            recorded.setdefault("stages", {})[f"{first_stage}+{kind}"] = {"machine": run}
+        write_json(path, recorded)
 
 
 def mean(rows: list[dict], key: str) -> float:
