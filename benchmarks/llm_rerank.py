@@ -143,7 +143,7 @@ def mean(rows: list[dict], key: str) -> float:
 @click.option("--batch-size", default=None, type=int, help="Pairs per forward pass (default rerank.llm.batch_size).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
-              help="One line per query (resumed from when it exists).")
+              help="One line per query (resumed from when it exists); OUT.machine.json: the machine that scored.")
 @click.option("--against", default=None, help="FILE:SYSTEM, a score_retrieval per-query file and a system in it, to "
                                               "compare hit@1 with by a paired bootstrap (same queries, same order).")
 @click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
@@ -197,7 +197,14 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
                     print(f"  {i + 1}/{n} queries, {line['s']:.2f} s the last", flush=True)
 
     timed = [line for line in lines if not line.get("warm_up")] or lines  # each run's first query warms up
+    # the machine that scored --out's lines, beside it (OUT.machine.json), so that a later run which only reads
+    # them (choosing, recording) labels their timings with it
+    machine_file = out.with_name(out.name + ".machine.json") if out else None
     machine = {**describe_machine(), **sharing.result}
+    if todo and machine_file:
+        write_json(machine_file, machine)
+    elif machine_file and machine_file.exists():
+        machine = json.loads(machine_file.read_text(encoding="utf-8"))
     print(f"{machine_label(machine)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     p50, p95 = percentiles(timed, "s", "query_s").values()
     print(f"{len(lines)} queries, {first_stage}'s top {candidates}: seconds per query p50 {p50:.3f}, "
@@ -214,7 +221,7 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
             chosen = rows
     if record_dir:
         write_record(Path(record_dir), Path(source).name, first_stage, kind, lines, first_rows, chosen,
-                     machine if todo else None)
+                     machine if todo or (machine_file and machine_file.exists()) else None)
     keys = [passage_key(line["gold"], i) for i, line in enumerate(lines)]  # the keys compare gives these queries
 
     def compare(name: str, old: list[float]) -> None:
