@@ -286,7 +286,7 @@ def test_rag_parts_end_to_end_with_hosted_generator_router_and_judge(mirror, tmp
     with FakeOpenAI(script) as server:
         p = json.loads(json.dumps(params))
         p["download"]["mirror"] = str(mirror)
-        p["embedder"] = embedder
+        p["embedder"] = {**p["embedder"], **embedder}
         p["build_sft"].update(train_split="validation", eval_split="validation", eval_size=0.3, max_eval=6)
         p["rag"].update(
             retrievers=["bm25", "tuned", "hybrid", "bm25+rerank", "bm25+query_likelihood"], generators=[], max_answers=4,
