@@ -34,6 +34,7 @@ from raglab.core.machine import CoreSharing, describe_machine, machine_label
 from raglab.evaluation.intervals import passage_key
 from raglab.evaluation.metrics import hit_at, mrr_at, percentiles, rank_of
 from raglab.experiments.compare import system_pairs
+from raglab.experiments.records import MACHINE, record_machine
 from raglab.params.loader import read_yaml, set_value, validate
 from raglab.params.rerank import Rerank
 from raglab.retriever.rerank import Reranker
@@ -94,7 +95,8 @@ def figures(order: list[int], kb: list[str], gold: str) -> dict[str, float]:
 def write_record(folder: Path, split: str, first_stage: str, kind: str, lines: list[dict], first_rows: list[dict],
                  reranked_rows: list[dict], machine: dict | None) -> None:
     """``folder/score/retrieval/SPLIT.jsonl`` in score_retrieval's layout (the reranked system's rows with the
-    LLM's seconds, ``rerank_s``, but for a run's warm-up query) and, when this run scored, its machine. The
+    LLM's seconds, ``rerank_s``, but for a run's warm-up query) and ``machine``, the one that scored the lines
+    (None: not known), in the record's ``machine.json``. The
     systems another first stage recorded there for the same queries stay beside these (one record, one file per
     split, as score_retrieval writes all its systems in one)."""
     path = folder / "score" / "retrieval" / f"{split}.jsonl"
@@ -109,14 +111,13 @@ def write_record(folder: Path, split: str, first_stage: str, kind: str, lines: l
     write_jsonl(path, rows)
     # the record's machine: the first run's; each reranked system's own run under ``stages`` (``{machine:RUN:
     # SYSTEM}`` labels its timing), as a DVC record names a stage run elsewhere
-    path = folder / "machine.json"
-    recorded = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    recorded = record_machine(folder)
     if machine is not None or recorded is None:
         run = {"source": "measured", **(machine or describe_machine())}
         recorded = recorded or dict(run)
         if machine is not None:
             recorded.setdefault("stages", {})[f"{first_stage}+{kind}"] = {"machine": run}
-        write_json(path, recorded)
+        write_json(folder / MACHINE, recorded)
 
 
 def mean(rows: list[dict], key: str) -> float:
@@ -200,12 +201,15 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
     # the machine that scored --out's lines, beside it (OUT.machine.json), so that a later run which only reads
     # them (choosing, recording) labels their timings with it
     machine_file = out.with_name(out.name + ".machine.json") if out else None
-    machine = {**describe_machine(), **sharing.result}
-    if todo and machine_file:
-        write_json(machine_file, machine)
+    scored_on = None  # the machine that scored the lines, where known
+    if todo:
+        scored_on = {**describe_machine(), **sharing.result}
+        if machine_file:
+            write_json(machine_file, scored_on)
     elif machine_file and machine_file.exists():
-        machine = json.loads(machine_file.read_text(encoding="utf-8"))
-    print(f"{machine_label(machine)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+        scored_on = json.loads(machine_file.read_text(encoding="utf-8"))
+    print(f"{machine_label(scored_on or describe_machine())}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
     p50, p95 = percentiles(timed, "s", "query_s").values()
     print(f"{len(lines)} queries, {first_stage}'s top {candidates}: seconds per query p50 {p50:.3f}, "
           f"p95 {p95:.3f} (over {len(timed)} queries)")
@@ -220,8 +224,7 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
                   + ", ".join(f"{key} {mean(rows, key):.2f}" for key in rows[0]))
             chosen = rows
     if record_dir:
-        write_record(Path(record_dir), Path(source).name, first_stage, kind, lines, first_rows, chosen,
-                     machine if todo or (machine_file and machine_file.exists()) else None)
+        write_record(Path(record_dir), Path(source).name, first_stage, kind, lines, first_rows, chosen, scored_on)
     keys = [passage_key(line["gold"], i) for i, line in enumerate(lines)]  # the keys compare gives these queries
 
     def compare(name: str, old: list[float]) -> None:
