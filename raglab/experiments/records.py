@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -97,12 +98,13 @@ def record_experiment(exp_name: str, out_dir: str | os.PathLike, sharing: dict[s
         recorded.append(f"score/{rel}")
     recorded += record_weights(fs, Path(out_dir), exp_name)
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock")) if "dvc.lock" in present else None
-    for stage, text in stage_reports(lock or {}, lambda path: _read(fs, path)).items():
+    read = cache(lambda path: _read(fs, path))  # the reports are read once, for themselves and for their seconds
+    for stage, text in stage_reports(lock or {}, read).items():
         write_text(Path(out_dir) / REPORTS / f"{stage}.json", text)
         recorded.append(f"{REPORTS}/{stage}.json")
     write_json(Path(out_dir) / MACHINE, {
         "source": "measured", **describe_machine(), **(sharing or {"shared": None, "others_share": None}),
-        "stages": stage_seconds(lock or {}, lambda path: _read(fs, path))})
+        "stages": stage_seconds(lock or {}, read)})
     recorded.append(MACHINE)
     write_baseline(Path(out_dir).parent)
     return recorded
