@@ -7,7 +7,9 @@ domain), or write_questions' `pairs.jsonl` (the questions a teacher wrote about 
 `split_by: passage`, all questions of one passage land on the same side of each split. With `train_on:
 questions` the training rows are write_questions' pairs instead of the source's training side (the teacher's
 questions about training passages, scored on the source's real test questions); pairs whose passage or
-question is in the test split are dropped and counted. Each LlamaIndex-format file in `extra_evals` is one
+question is in the test split are dropped and counted. With `val_from: source` the validation split is the
+source's real questions carved from its training side, so a choice among teacher-trained runs is made on questions
+none of them trained on (their passages may have been asked about: the chunks are cut from the training side). Each LlamaIndex-format file in `extra_evals` is one
 more eval split, with its own corpus as the knowledge base.
 """
 
@@ -69,6 +71,10 @@ def main(params_file: str, questions_file: str, out_dir: str) -> None:
         train_idx, test_idx = split(rows, p.test_size, lambda r: str(r.get("context")))
         train = validate_pairs(rows, train_idx, report)
         test = eval_split(validate_pairs(rows, test_idx, report))
+        splits = {"test": test}
+        if p.val_size and p.val_from == "source":  # real questions to choose on, none of them trained on
+            _, val_idx = split(train, p.val_size, lambda pair: pair.passage)
+            splits["val"] = eval_split([train[i] for i in val_idx])
         if p.train_on == "questions":
             own = read_jsonl(questions_file)
             report.add_read(questions_file, len(own))
@@ -78,13 +84,16 @@ def main(params_file: str, questions_file: str, out_dir: str) -> None:
             report.drop("questions_question_in_test", sum(pair.query in asked for pair in train
                                                               if pair.passage not in tested))
             train = [pair for pair in train if pair.passage not in tested and pair.query not in asked]
-        splits = {"test": test}
+            if "val" in splits:
+                validated = {pair.query for pair in splits["val"].pairs}
+                report.drop("questions_question_in_val", sum(pair.query in validated for pair in train))
+                train = [pair for pair in train if pair.query not in validated]
         for file in sorted(Path(p.extra_evals).glob("*.json")):
             if file.stem in ("test", "val"):
                 raise click.ClickException(f"{file}: an extra eval set cannot be named {file.stem!r} (a split of "
                                            "the source has that name): rename the file")
             splits[file.stem] = llamaindex_eval(file, report)
-        if p.val_size:
+        if p.val_size and p.val_from == "training":
             fit_idx, val_idx = split(train, p.val_size, lambda pair: pair.passage)
             splits["val"] = eval_split([train[i] for i in val_idx])
             train = [train[i] for i in fit_idx]

@@ -355,3 +355,53 @@ def test_a_killed_run_resumes_without_asking_twice_and_exported_replies_ask_noth
     assert report["usage"]["this_run"]["requests"] == 0
     assert outputs(tmp_path / "fresh") == whole
     assert whole["report"]["questions"]["kept"] > 0
+
+
+def test_val_from_source_chooses_on_real_questions_none_of_them_trained_on(tmp_path, params):
+    """``val_from: source``: the validation split is the source's real questions carved from its training side (the
+    same carve as ``train_on: source``'s), the teacher's questions train, and a teacher question that repeats a
+    validation question is dropped and counted; ``val_from: source`` with ``train_on: source`` is a params error."""
+    from raglab.params.loader import load_params
+    from stages import build_embed_negatives
+
+    source = tmp_path / "source.jsonl"
+    write_jsonl(source, [{"question": f"What did Firm {i} report?", "context": f"Firm {i} reported a profit of {i} "
+                          f"million dollars in {2000 + i}."} for i in range(20)])
+    questions = tmp_path / "pairs.jsonl"
+    write_jsonl(questions, [{"question": f"How much profit did Firm {i} make?", "context": f"Firm {i} reported a "
+                             f"profit of {i} million dollars in {2000 + i}."} for i in range(20)]
+                + [{"question": f"What did Firm {i} report?", "context": f"Firm {i} made {i} million."}
+                   for i in range(20)])
+    p = json.loads(json.dumps(params))
+    p["build_embed_negatives"].update(source=str(source), extra_evals=str(tmp_path / "none"), split_by="row",
+                                      test_size=0.25, val_size=0.2, negatives="random", num_negatives=2)
+
+    def run(name: str, **changes) -> Path:
+        p["build_embed_negatives"].update(changes)
+        p_file = tmp_path / f"{name}.yaml"
+        p_file.write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
+        result = CliRunner().invoke(build_embed_negatives.main, ["--params", str(p_file), "--questions",
+                                                                 str(questions), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        return tmp_path / name
+
+    labelled = run("labelled", train_on="source", val_from="training")
+    real = run("real", train_on="questions", val_from="source")
+    val = read_jsonl(real / "val" / "eval.jsonl")
+    assert len(val) == 3 and val == read_jsonl(labelled / "val" / "eval.jsonl")  # the same carve, real questions
+    assert read_jsonl(real / "test" / "eval.jsonl") == read_jsonl(labelled / "test" / "eval.jsonl")
+    asked = {row["query"] for row in read_jsonl(real / "val" / "eval.jsonl") + read_jsonl(real / "test" /
+                                                                                            "eval.jsonl")}
+    trained = [row["query"] for row in read_jsonl(real / "train.jsonl")]
+    report = json.loads((real / "report.json").read_text())
+    # 40 teacher rows: 5 whose passage is tested, 5 more repeating a test question, 3 repeating a validation one
+    assert report["dropped"]["questions_passage_in_test"] == 5
+    assert report["dropped"]["questions_question_in_test"] == 5
+    assert report["dropped"]["questions_question_in_val"] == 3
+    assert len(trained) == 27 and not asked & set(trained)
+
+    p_file = tmp_path / "bad.yaml"
+    p["build_embed_negatives"].update(train_on="source", val_from="source")
+    p_file.write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(Exception, match="val_from: source carves the source's real questions"):
+        load_params(str(p_file))

@@ -210,3 +210,28 @@ def test_experiments_stop_first_without_a_git_identity_and_say_how_to_set_one(ch
     local = subprocess.run(["git", "config", "--local", "--get-regexp", "^user"], capture_output=True, text=True)
     assert local.stdout.splitlines() == ["user.name Your Name", "user.email you@example.com"]
     assert not (checkout_without_git_identity.parent / ".gitconfig").exists()
+
+
+def test_written_params_are_what_the_experiment_reads(tmp_path, monkeypatch):
+    """``--write-params``: the profiles, their ``$VARS`` and the ``-S`` values in one file for stages run by hand, the
+    same params the experiment would read; a bad value writes nothing."""
+    from click.testing import CliRunner
+
+    from raglab.experiments import profiles
+    from raglab.params.loader import load_params
+
+    monkeypatch.setenv("MINILM_DIR", str(tmp_path / "minilm"))
+    monkeypatch.chdir(REPO)
+    out, sets = tmp_path / "params.yaml", ("build_embed_negatives.val_size=0.03", "own.questions.round_trip_top_k=null")
+    args = ["cpu-minilm,own", "--write-params", str(out)] + [x for s in sets for x in ("-S", s)]
+    result = CliRunner().invoke(profiles.main, args)
+    assert result.exit_code == 0, result.output
+    written = load_params(out)
+    assert written == profiles.profile_params("cpu-minilm,own", sets)
+    assert written.embedder.model == str(tmp_path / "minilm") and written.own.questions.round_trip_top_k is None
+    assert written.build_embed_negatives.val_size == 0.03 and written.build_embed_negatives.split_by == "passage"
+
+    bad = tmp_path / "bad.yaml"
+    result = CliRunner().invoke(profiles.main, ["cpu-minilm", "--write-params", str(bad), "-S",
+                                                "build_embed_negatives.negatives=hardest"])
+    assert result.exit_code != 0 and "hardest" in result.output and not bad.exists()

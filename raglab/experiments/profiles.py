@@ -25,8 +25,9 @@ from raglab.core.machine import CoreSharing
 from raglab.experiments.dvc import dvc_executable, require_git_identity
 from raglab.experiments.records import record_experiment
 from raglab.serving.pool import stop_unheld
-from raglab.params.loader import check, load_profiles
-from raglab.params.schema import Params
+from raglab.core.formats import write_text
+from raglab.params.loader import check, load_profiles, merge, read_yaml, set_value
+from raglab.params.schema import Params, validate
 
 
 def model_dirs() -> dict[str, str]:
@@ -86,6 +87,15 @@ def profile_params(profile: str | None, assignments: tuple[str, ...] = (), path:
     return check(path, overlay, assignments, source=f"{path} with profile {profile}")
 
 
+def write_params(out: str | os.PathLike, profile: str, assignments: tuple[str, ...] = ()) -> None:
+    """params.yaml with PROFILE laid over it (``$VARS`` expanded) and ``-S`` assignments, validated, as one file."""
+    params = merge(read_yaml("params.yaml"), expanded_profile(profile))
+    for assignment in assignments:
+        params = set_value(params, assignment)
+    validate(params, f"params.yaml with profile {profile}")
+    write_text(out, yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+
+
 def set_param_args(overlay: dict[str, Any]) -> list[str]:
     """``-S key=value`` arguments for ``dvc exp run``: scalars YAML-encoded, as DVC parses them; lists as
     JSON, whose quoted strings Hydra's override grammar (what parses ``-S``) takes as they are
@@ -108,9 +118,12 @@ def set_param_args(overlay: dict[str, Any]) -> list[str]:
 @click.option("--record", "record_dir", type=click.Path(file_okay=False),
               help="After the run, copy its params.yaml, dvc.lock, metrics and per-query scores into this folder.")
 @click.option("--dry-run", is_flag=True, help="Print the dvc command instead of running it.")
+@click.option("--write-params", "params_out", type=click.Path(dir_okay=False),
+              help="Write the params the run would read (profiles, $VARS and -S applied) to this file instead of "
+                   "running: for stages run by hand with --params.")
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
 def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None, dry_run: bool,
-         dvc_args: tuple[str, ...]) -> None:
+         params_out: str | None, dvc_args: tuple[str, ...]) -> None:
     """Run PROFILE (profiles/PROFILE.yaml; several: A,B) as `dvc exp run`; extra args go to dvc (e.g. -S k=v)."""
     from raglab.params.schema import ParamsError
 
@@ -121,6 +134,14 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
         check("params.yaml", overlay, user_sets, f"params.yaml with profile {profile}")
     except ParamsError as e:
         raise click.ClickException(str(e)) from None
+    if params_out:
+        from dvc.utils.hydra import get_hydra_sweeps
+
+        if len(get_hydra_sweeps({"params.yaml": list(user_sets)})) > 1:
+            raise click.UsageError("--write-params writes one run's params: a sweep (-S k=a,b) has several")
+        write_params(params_out, profile, user_sets)
+        click.echo(f"wrote {params_out}: params.yaml with {profile} and {len(user_sets)} -S values")
+        return
     cmd = [dvc_executable(), "exp", "run", "-n", exp_name]
     if temp:
         cmd.append("--temp")

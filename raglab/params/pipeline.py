@@ -132,11 +132,20 @@ class BuildEmbedNegatives(Group):
     seed: int
     test_size: float = Share()
     val_size: float = Field(ge=0, lt=1)
+    val_from: Literal["training", "source"]  # the training rows, or (train_on: questions) the source's training side
     negatives: Literal["random", "hard"]
     num_negatives: int = PositiveInt()
     hard_negative_ranks: RankWindow
     hard_negative_max_ratio: float | None = Field(gt=0)
     kb_lines: Literal["unique", "per_query"]
+
+    @model_validator(mode="after")
+    def _val_from_source(self) -> BuildEmbedNegatives:
+        if self.val_from == "source" and self.train_on != "questions":
+            raise ValueError("val_from: source carves the source's real questions beside the teacher's (train_on: "
+                             "questions); with train_on: source the training rows are the source's: use val_from: "
+                             "training")
+        return self
 
 
 class BuildSft(Group):
