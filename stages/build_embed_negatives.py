@@ -9,8 +9,8 @@ questions` the training rows are write_questions' pairs instead of the source's 
 questions about training passages, scored on the source's real test questions); pairs whose passage or
 question is in the test split are dropped and counted. With `val_from: source` the validation split is the
 source's real questions carved from its training side, so a choice among teacher-trained runs is made on questions
-none of them trained on (their passages may have been asked about: the chunks are cut from the training side). Each LlamaIndex-format file in `extra_evals` is one
-more eval split, with its own corpus as the knowledge base.
+none of them trained on (their passages may have been asked about: the chunks are cut from the training side).
+Each LlamaIndex-format file in `extra_evals` is one more eval split, with its own corpus as the knowledge base.
 """
 
 from pathlib import Path

@@ -21,11 +21,11 @@ from typing import Any
 import click
 import yaml
 
+from raglab.core.formats import write_text
 from raglab.core.machine import CoreSharing
 from raglab.experiments.dvc import dvc_executable, require_git_identity
 from raglab.experiments.records import record_experiment
 from raglab.serving.pool import stop_unheld
-from raglab.core.formats import write_text
 from raglab.params.loader import check, load_profiles, merge, read_yaml, set_value
 from raglab.params.schema import Params, validate
 
