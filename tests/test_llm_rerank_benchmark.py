@@ -99,3 +99,24 @@ def test_the_benchmark_resumes_and_reranks_from_what_it_recorded(tiny_llm, split
     done = subprocess.run([sys.executable, "benchmarks/llm_rerank.py", "--llm", tiny_llm, "--eval", str(other_split),
                            "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "its queries are not the first ones" in done.stderr
+
+
+def test_the_lora_reranker_step_trains_the_adapter_on_groups_of_one_positive_and_its_negatives(tiny_llm, tmp_path):
+    """benchmarks/llm_rerank_step.py: FlagEmbedding's decoder-only reranker over the LLM with a LoRA takes its steps
+    on ``batch`` queries x ``group`` passages, and says what an epoch over ``queries`` would take."""
+    import re
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"question": q, "context": KB[g]}) + "\n" for q, g in QUESTIONS)
+                     + json.dumps({"question": "", "context": KB[3]}) + "\n", encoding="utf-8")  # no question: unused
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "llm_rerank_step.py"), "--model", tiny_llm,
+                           "--pairs", str(pairs), "--batch", "2", "--group", "3", "--steps", "2", "--lora-rank", "4",
+                           "--queries", "10"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    head, line = done.stdout.strip().splitlines()[-2:]
+    assert "LoRA rank 4, every linear layer); 2 queries x 3 passages a step" in head
+    trainable = int(re.search(r"([\d,]+) trainable", head).group(1).replace(",", ""))
+    assert 0 < trainable < float(re.search(r"(\d+)M parameters", head).group(1)) * 1e6
+    step = re.fullmatch(r"fp32: median ([\d.]+) s/step over 2 steps \(([\d.]+) tokens a step, loss ([\d.]+)\); one "
+                        r"epoch over 10 queries = 5 steps = ([\d.]+) h", line)
+    assert step and float(step.group(2)) > 0 and float(step.group(3)) > 0
