@@ -376,12 +376,12 @@ def test_val_from_source_chooses_on_real_questions_none_of_them_trained_on(tmp_p
     p["build_embed_negatives"].update(source=str(source), extra_evals=str(tmp_path / "none"), split_by="row",
                                       test_size=0.25, val_size=0.2, negatives="random", num_negatives=2)
 
-    def run(name: str, **changes) -> Path:
+    def run(name: str, asked: Path = questions, **changes) -> Path:
         p["build_embed_negatives"].update(changes)
         p_file = tmp_path / f"{name}.yaml"
         p_file.write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
         result = CliRunner().invoke(build_embed_negatives.main, ["--params", str(p_file), "--questions",
-                                                                 str(questions), "--out", str(tmp_path / name)])
+                                                                 str(asked), "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
         return tmp_path / name
 
@@ -400,8 +400,24 @@ def test_val_from_source_chooses_on_real_questions_none_of_them_trained_on(tmp_p
     assert report["dropped"]["questions_question_in_val"] == 3
     assert len(trained) == 27 and not asked & set(trained)
 
-    p_file = tmp_path / "bad.yaml"
-    p["build_embed_negatives"].update(train_on="source", val_from="source")
-    p_file.write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
-    with pytest.raises(Exception, match="val_from: source carves the source's real questions"):
-        load_params(str(p_file))
+    # test_size 1: the whole source is the test split (CMRC's trial_a), the teacher's questions train
+    other = tmp_path / "other.jsonl"
+    write_jsonl(other, [{"question": f"How many staff did Firm {i} hire?", "context": f"Firm {i} hired {i} staff."}
+                        for i in range(5)])
+    whole = run("whole", other, train_on="questions", val_from="training", test_size=1, val_size=0.0)
+    assert read_jsonl(whole / "test" / "eval.jsonl") == [{"query": f"What did Firm {i} report?", "corpus": [
+        f"Firm {i} reported a profit of {i} million dollars in {2000 + i}."]} for i in range(20)]
+    assert [r["query"] for r in read_jsonl(whole / "train.jsonl")] == [f"How many staff did Firm {i} hire?"
+                                                                       for i in range(5)]
+
+    for bad, match in (({"train_on": "source", "val_from": "source", "test_size": 0.25},
+                        "val_from: source carves the source's real questions"),
+                       ({"train_on": "source", "val_from": "training", "test_size": 1},
+                        "test_size: 1 tests the whole source"),
+                       ({"train_on": "questions", "val_from": "source", "test_size": 1},
+                        "test_size: 1 tests the whole source")):
+        p_file = tmp_path / "bad.yaml"
+        p["build_embed_negatives"].update(bad)
+        p_file.write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
+        with pytest.raises(Exception, match=match):
+            load_params(str(p_file))

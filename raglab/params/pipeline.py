@@ -130,7 +130,7 @@ class BuildEmbedNegatives(Group):
     extra_evals: str = Field(min_length=1)   # a folder of LlamaIndex-format eval sets, one split each (their corpus)
     split_by: Literal["row", "passage"]
     seed: int
-    test_size: float = Share()
+    test_size: float = Field(gt=0, le=1)  # 1: the whole source is tested (train_on: questions)
     val_size: float = Field(ge=0, lt=1)
     val_from: Literal["training", "source"]  # the training rows, or (train_on: questions) the source's training side
     negatives: Literal["random", "hard"]
@@ -145,6 +145,9 @@ class BuildEmbedNegatives(Group):
             raise ValueError("val_from: source carves the source's real questions beside the teacher's (train_on: "
                              "questions); with train_on: source the training rows are the source's: use val_from: "
                              "training")
+        if self.test_size == 1 and (self.train_on != "questions" or self.val_from == "source"):
+            raise ValueError("test_size: 1 tests the whole source, which leaves it nothing to train on or to "
+                             "validate with: it needs train_on: questions and val_from: training")
         return self
 
 

@@ -82,7 +82,10 @@ def seeded_group_split(keys: Sequence[str], test_size: float, seed: int) -> tupl
 
 def split_by(keys: Sequence[str], test_size: float, seed: int, by: str) -> tuple[list[int], list[int]]:
     """build_embed_negatives' split of rows with these passage ``keys``: by ``row`` (``seeded_split``) or by
-    ``passage`` (``seeded_group_split``); build_chunks takes the same training side of a table."""
+    ``passage`` (``seeded_group_split``); build_chunks takes the same training side of a table. ``test_size`` 1:
+    every row tested (a source that only gives the eval split, with ``train_on: questions``)."""
+    if test_size == 1:
+        return [], list(range(len(keys)))
     return seeded_group_split(keys, test_size, seed) if by == "passage" else seeded_split(len(keys), test_size, seed)
 
 
