@@ -60,6 +60,10 @@ def test_numbering_bullets_and_quotes_are_stripped():
     # a number that is part of the question stays
     assert parse_reply("2023 revenue of Zephyr Motors: how much was it?", 1, False) == \
         [("2023 revenue of Zephyr Motors: how much was it?", None)]
+    # a label echoing the prompt before the question (the 1.5B teacher on Chinese passages) is not part of it
+    assert parse_reply("查阅这份文档的人会问：渡口几点开船？\n这段文字能回答的问题：船票在哪里出售？\n"
+                       "Two questions: Who owns the boats?", 3, False) == [
+        ("渡口几点开船？", None), ("船票在哪里出售？", None), ("Who owns the boats?", None)]
 
 
 def test_answers_come_from_the_line_after_their_question():

@@ -26,6 +26,8 @@ STATUSES = ("kept", "request_error", "unparsed", "wrong_language", "copies_chunk
 
 _NUMBERING = re.compile(r"^\s*(?:[-*•·]+|\(?\d{1,2}[.)、:：]|\(?[a-zA-Z][.)]|[Qq](?:uestion)?\s*\d*\s*[:：.]|"
                         r"问题?\s*\d*\s*[:：.、]|\*\*)\s*")
+# a label before the question that echoes the prompt ("Here are the questions: ...?", "查阅这份文档的人会问：...？")
+_LABEL = re.compile(r"^[^?？:：\n]{0,30}(?:问|问题|[Qq]uestions?)\s*[:：]\s*")
 _ANSWER = re.compile(r"^\s*(?:\*\*)?(?:[Aa](?:nswer)?|答案?)\s*\d*\s*[:：]\s*(?:\*\*)?\s*")
 _QUESTION_END = ("?", "？")
 
@@ -66,6 +68,7 @@ def _strip(line: str) -> str:
     line = line.strip().strip("*").strip()
     while (stripped := _NUMBERING.sub("", line, count=1)) != line:
         line = stripped.strip()
+    line = _LABEL.sub("", line, count=1)
     return line.strip().strip('"“”').strip()
 
 
