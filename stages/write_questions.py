@@ -76,7 +76,7 @@ def main(params_file: str, chunks_file: str, teacher_dir: str, out_dir: str) -> 
             log.info("%d chunks asked, %d replies from the cache", len(asked), sum(r.cached for r in replies))
         teacher_seconds = time.perf_counter() - started
 
-        outcome = parse_all(chunks, replies, q.per_chunk, q.answers)
+        outcome = parse_all(chunks, replies, q.per_chunk, q.answers, q.drop_self_references)
         kept = [c for c in outcome.candidates if c.status == "kept"]
         if q.round_trip_top_k and kept:
             embedder = load_embedder(EmbedderConfig.of(params.embedder))

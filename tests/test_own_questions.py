@@ -78,6 +78,23 @@ def test_answers_come_from_the_line_after_their_question():
 
 # --- the stage against the scripted teacher -----------------------------------------------------------------------
 
+def test_questions_that_point_at_their_passage_are_dropped_when_asked():
+    """``drop_self_references``: "the passage" / "这段文字" instead of a subject is dropped (``self_reference``), in
+    both languages; a phrase that only contains such characters (日本文化) or a question naming its subject stays."""
+    from raglab.generator.questions import parse_all
+    from raglab.serving.types import Reply
+
+    en, zh = chunk("en", "Harbor Retail opened 48 new stores in 2023."), chunk("zh", "日本文化节在青石镇举行，渡口六点开船。")
+    replies = [Reply("What does the passage say about Harbor Retail?\nHow many stores did Harbor Retail open in 2023?"),
+               Reply("这段文字主要介绍了什么？\n青石镇的日本文化节在哪里举行？")]
+    outcome = parse_all([en, zh], replies, 2, False, drop_self_references=True)
+    statuses = {c.question: c.status for c in outcome.candidates}
+    assert statuses == {"What does the passage say about Harbor Retail?": "self_reference",
+                        "How many stores did Harbor Retail open in 2023?": "kept",
+                        "这段文字主要介绍了什么？": "self_reference", "青石镇的日本文化节在哪里举行？": "kept"}
+    assert {c.status for c in parse_all([en, zh], replies, 2, False).candidates} == {"kept"}
+
+
 def chunk(name: str, text: str, source: str = "report.md") -> Chunk:
     return Chunk(f"c-{name}", text, source, 1, 0, len(text), len(text.split()), language(text))
 
@@ -181,7 +198,7 @@ def test_each_filter_fires_once_where_the_script_puts_it(tmp_path, params, minil
 
     assert report["dropped"] == {"answer_not_in_chunk": 1, "chunks_not_sampled": 0, "chunks_request_error": 1,
                                  "chunks_unparsed": 1, "copies_chunk": 1, "near_duplicate": 1, "round_trip": 1,
-                                 "wrong_language": 1}
+                                 "self_reference": 0, "wrong_language": 1}  # drop_self_references: off
     assert report["questions"]["kept"] == 5 and report["chunks_asked"] == 7
     assert report["chunks_with_a_kept_question"] == 5
     questions = read_jsonl(out / "questions.jsonl")

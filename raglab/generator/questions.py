@@ -22,7 +22,7 @@ from raglab.data.chunks import Chunk, language, near_duplicates
 from raglab.serving.client import Reply, Request
 
 STATUSES = ("kept", "request_error", "unparsed", "wrong_language", "copies_chunk", "answer_not_in_chunk",
-            "round_trip", "near_duplicate")
+            "self_reference", "round_trip", "near_duplicate")
 
 _NUMBERING = re.compile(r"^\s*(?:[-*•·]+|\(?\d{1,2}[.)、:：]|\(?[a-zA-Z][.)]|[Qq](?:uestion)?\s*\d*\s*[:：.]|"
                         r"问题?\s*\d*\s*[:：.、]|\*\*)\s*")
@@ -104,14 +104,27 @@ def copies_chunk(question: str, chunk: str, min_chars: int = 20) -> bool:
     return len(q) >= min_chars and q in _normal(chunk)
 
 
+# a question that points at its passage instead of naming what it asks about ("the passage", "这段文字"): it means
+# nothing to someone searching the documents. Chinese by whole phrases (a bare 本文 is inside 日本文化).
+_SELF_REFERENCE = re.compile(r"\b(?:the|this|that|above|given)\s+(?:passage|document|text|excerpt|paragraph)\b|"
+                             r"这段文字|这段话|这段内容|这篇文章|这篇文字|该文段|此文段|文中提到|文中所述|上述文字|这份文档|本文档",
+                             re.IGNORECASE)
+
+
+def refers_to_passage(question: str) -> bool:
+    return bool(_SELF_REFERENCE.search(question))
+
+
 def answer_in_chunk(answer: str, chunk: str) -> bool:
     """The answer is a span of the chunk (case, spacing and punctuation aside)."""
     a = _normal(answer)
     return bool(a) and a in _normal(chunk)
 
 
-def parse_all(chunks: Sequence[Chunk], replies: Sequence[Reply], per_chunk: int, with_answers: bool) -> Outcome:
-    """Every reply parsed and checked against its own chunk (language, copy, answer span)."""
+def parse_all(chunks: Sequence[Chunk], replies: Sequence[Reply], per_chunk: int, with_answers: bool,
+              drop_self_references: bool = False) -> Outcome:
+    """Every reply parsed and checked against its own chunk (language, copy, answer span) and, if asked, for a
+    question that points at "the passage" instead of naming its subject."""
     outcome = Outcome()
     for chunk, reply in zip(chunks, replies, strict=True):
         if not reply.ok:
@@ -130,6 +143,8 @@ def parse_all(chunks: Sequence[Chunk], replies: Sequence[Reply], per_chunk: int,
                 c.status = "copies_chunk"
             elif with_answers and not (answer and answer_in_chunk(answer, chunk.text)):
                 c.status = "answer_not_in_chunk"
+            elif drop_self_references and refers_to_passage(question):
+                c.status = "self_reference"
             outcome.candidates.append(c)
     return outcome
 

@@ -58,6 +58,7 @@ class Questions(Group):
     seed: int
     max_tokens: int = PositiveInt()
     temperature: float = Field(ge=0)
+    drop_self_references: bool  # drop questions that point at "the passage" / "这段文字" instead of naming a subject
     round_trip_top_k: int | None = Field(ge=1)  # keep a question when the base embedder ranks its chunk this high
     dedup_threshold: float = Field(gt=0, le=1)  # near-duplicate questions: char n-gram TF-IDF cosine at or above
 
