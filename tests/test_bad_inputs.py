@@ -158,7 +158,7 @@ def test_a_parameter_of_the_wrong_type(tmp_path, mirror):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"build_embed_negatives": {"test_size": 1.5}}, "build_embed_negatives.test_size: Input should be less than 1"),
+    ({"build_embed_negatives": {"test_size": 1.5}}, "build_embed_negatives.test_size: Input should be less than or equal to 1"),
     ({"build_embed_negatives": {"negatives": "hardd"}}, "build_embed_negatives.negatives: Input should be 'random' or 'hard'"),
     ({"embedder": {"pooling": "max"}}, "embedder.pooling: Input should be 'cls', 'mean' or 'last_token'"),
     ({"train_embed": {"soup_size": 0}}, "train_embed.soup_size: Input should be greater than 0"),
