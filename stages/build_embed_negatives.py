@@ -68,13 +68,17 @@ def main(params_file: str, questions_file: str, out_dir: str) -> None:
         def split(items, share, key):
             return split_by([key(x) for x in items], share, p.seed, p.split_by)
 
+        def carve_val(pairs: list[QAPair]) -> tuple[list[QAPair], EvalSplit]:
+            """The pairs left for training, and the validation split carved from them by passage."""
+            fit_idx, val_idx = split(pairs, p.val_size, lambda pair: pair.passage)
+            return [pairs[i] for i in fit_idx], eval_split([pairs[i] for i in val_idx])
+
         train_idx, test_idx = split(rows, p.test_size, lambda r: str(r.get("context")))
         train = validate_pairs(rows, train_idx, report)
         test = eval_split(validate_pairs(rows, test_idx, report))
         splits = {"test": test}
         if p.val_size and p.val_from == "source":  # real questions to choose on, none of them trained on
-            _, val_idx = split(train, p.val_size, lambda pair: pair.passage)
-            splits["val"] = eval_split([train[i] for i in val_idx])
+            _, splits["val"] = carve_val(train)
         if p.train_on == "questions":
             own = read_jsonl(questions_file)
             report.add_read(questions_file, len(own))
@@ -94,9 +98,7 @@ def main(params_file: str, questions_file: str, out_dir: str) -> None:
                                            "the source has that name): rename the file")
             splits[file.stem] = llamaindex_eval(file, report)
         if p.val_size and p.val_from == "training":
-            fit_idx, val_idx = split(train, p.val_size, lambda pair: pair.passage)
-            splits["val"] = eval_split([train[i] for i in val_idx])
-            train = [train[i] for i in fit_idx]
+            train, splits["val"] = carve_val(train)
 
         data = ContrastiveData(train)
         if p.negatives == "random":

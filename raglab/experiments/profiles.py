@@ -26,7 +26,7 @@ from raglab.core.machine import CoreSharing
 from raglab.experiments.dvc import dvc_executable, require_git_identity
 from raglab.experiments.records import record_experiment
 from raglab.serving.pool import stop_unheld
-from raglab.params.loader import check, load_profiles, merge, read_yaml, set_value
+from raglab.params.loader import assign, check, load_profiles, merge, read_yaml, sweep_points
 from raglab.params.schema import Params, validate
 
 
@@ -88,10 +88,12 @@ def profile_params(profile: str | None, assignments: tuple[str, ...] = (), path:
 
 
 def write_params(out: str | os.PathLike, profile: str, assignments: tuple[str, ...] = ()) -> None:
-    """params.yaml with PROFILE laid over it (``$VARS`` expanded) and ``-S`` assignments, validated, as one file."""
-    params = merge(read_yaml("params.yaml"), expanded_profile(profile))
-    for assignment in assignments:
-        params = set_value(params, assignment)
+    """params.yaml with PROFILE laid over it (``$VARS`` expanded) and ``-S`` assignments, validated, as one file:
+    one run's params, so a sweep is refused."""
+    points = sweep_points(assignments)
+    if len(points) > 1:
+        raise click.UsageError("--write-params writes one run's params: a sweep (-S k=a,b) has several")
+    params = assign(merge(read_yaml("params.yaml"), expanded_profile(profile)), points[0])
     validate(params, f"params.yaml with profile {profile}")
     write_text(out, yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
 
@@ -135,10 +137,6 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
     except ParamsError as e:
         raise click.ClickException(str(e)) from None
     if params_out:
-        from dvc.utils.hydra import get_hydra_sweeps
-
-        if len(get_hydra_sweeps({"params.yaml": list(user_sets)})) > 1:
-            raise click.UsageError("--write-params writes one run's params: a sweep (-S k=a,b) has several")
         write_params(params_out, profile, user_sets)
         click.echo(f"wrote {params_out}: params.yaml with {profile} and {len(user_sets)} -S values")
         return

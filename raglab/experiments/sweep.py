@@ -44,12 +44,11 @@ def dvc(*args: str, check: bool = True) -> str:
 
 def swept_keys(assignments: tuple[str, ...]) -> list[str]:
     """The keys of the assignments that are sweeps (``k=a,b``, ``k=choice(a,b)``, ``k=range(...)``)."""
-    from dvc.utils.hydra import get_hydra_sweeps
+    from raglab.params.loader import sweep_points
 
-    points = get_hydra_sweeps({"params.yaml": list(assignments)})
     values: dict[str, set[str]] = {}
-    for point in points:
-        for assignment in point["params.yaml"]:
+    for point in sweep_points(assignments):
+        for assignment in point:
             key, _, value = assignment.partition("=")
             values.setdefault(key.lstrip("+"), set()).add(value)
     return [key for key, seen in values.items() if len(seen) > 1]

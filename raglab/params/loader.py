@@ -93,20 +93,30 @@ def set_value(params: dict[str, Any], assignment: str) -> dict[str, Any]:
     return params
 
 
-def check(path: str | os.PathLike = DEFAULT_PARAMS, overlay: dict[str, Any] | None = None,
-          assignments: tuple[str, ...] = (), source: str | None = None) -> Params:
-    """params.yaml with an overlay (profiles) and ``-S`` assignments, validated. A sweep (``-S k=a,b``, DVC's
-    Hydra syntax, as for ``dvc exp run --queue``) is validated at every point of its grid; the first is returned."""
+def sweep_points(assignments: tuple[str, ...] | list[str]) -> list[list[str]]:
+    """The ``-S`` assignments of each point of a sweep (``-S k=a,b``, DVC's Hydra syntax, as for ``dvc exp run
+    --queue``); one point when nothing is swept."""
+    if not assignments:
+        return [[]]
     from dvc.utils.hydra import get_hydra_sweeps
 
+    return [point["params.yaml"] for point in get_hydra_sweeps({"params.yaml": list(assignments)})]
+
+
+def assign(params: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """A copy of ``params`` with one point's ``-S`` assignments applied."""
+    params = copy.deepcopy(params)
+    for assignment in assignments:
+        params = set_value(params, assignment)
+    return params
+
+
+def check(path: str | os.PathLike = DEFAULT_PARAMS, overlay: dict[str, Any] | None = None,
+          assignments: tuple[str, ...] = (), source: str | None = None) -> Params:
+    """params.yaml with an overlay (profiles) and ``-S`` assignments, validated. A sweep is validated at every
+    point of its grid; the first is returned."""
     base = merge(read_yaml(path), overlay or {})
-    points = get_hydra_sweeps({"params.yaml": list(assignments)}) if assignments else [{"params.yaml": []}]
-    checked = []
-    for point in points:
-        params = copy.deepcopy(base)
-        for assignment in point["params.yaml"]:
-            params = set_value(params, assignment)
-        checked.append(validate(params, source or str(path)))
+    checked = [validate(assign(base, point), source or str(path)) for point in sweep_points(assignments)]
     return checked[0]
 
 
