@@ -1,8 +1,9 @@
 """Measure an LLM reranker on the local LLM: a first stage's top K passages per query, scored by the LLM, then
 hit@1 / hit@5 / MRR@10 of every candidate count and first-stage weight asked for, and the seconds per query.
 
-Reads question/context pairs (a build_embed_negatives split folder with eval.jsonl and kb.txt, or a CSV with
-``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge base with the
+Reads question/context pairs (a build_embed_negatives split folder with eval.jsonl and kb.txt, build_sft's eval split
+such as data/sft/eval/test.jsonl with its knowledge base test_kb.jsonl beside it: the RAG system's questions, or a
+CSV with ``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge base with the
 first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder, or hybrid of
 ``rag.hybrid``), scores each query's top K with the LLM (``rerank.llm`` of the params; the kind, batch size and
 precision given here) and writes one line per query to --out: its candidates, their first-stage order and the
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import click
 
-from raglab.core.formats import read_jsonl, read_lines, write_json, write_jsonl
+from raglab.core.formats import DataError, read_jsonl, read_lines, require_text, write_json, write_jsonl
 from raglab.core.machine import CoreSharing, describe_machine, machine_label
 from raglab.evaluation.intervals import passage_key
 from raglab.evaluation.metrics import hit_at, mrr_at, percentiles, rank_of
@@ -37,6 +38,7 @@ from raglab.experiments.compare import system_pairs
 from raglab.experiments.records import MACHINE, record_machine
 from raglab.params.loader import read_yaml, set_value, validate
 from raglab.params.rerank import Rerank
+from raglab.rag.kb import read_kb
 from raglab.retriever.rerank import Reranker
 from raglab.retriever.systems import Retrievers
 
@@ -46,6 +48,11 @@ def pairs(source: Path) -> tuple[list[str], list[str], list[str]]:
     if source.is_dir():
         rows = read_jsonl(source / "eval.jsonl")
         return [r["query"] for r in rows], [r["corpus"][0] for r in rows], read_lines(source / "kb.txt")
+    if source.suffix == ".jsonl":  # build_sft's eval split, the RAG system's questions over SPLIT_kb.jsonl
+        rows = read_jsonl(source)
+        kb = read_kb(source.with_name(f"{source.stem}_kb.jsonl"))
+        return ([require_text(r, "question", source, i) for i, r in enumerate(rows, start=1)],
+                [require_text(r, "context", source, i) for i, r in enumerate(rows, start=1)], kb)
     with open(source, encoding="utf-8", newline="") as f:
         rows = [r for r in csv.DictReader(f) if (r.get("question") or "").strip() and (r.get("context") or "").strip()]
     kb = list(dict.fromkeys(r["context"] for r in rows))
@@ -130,7 +137,8 @@ def mean(rows: list[dict], key: str) -> float:
 @click.option("--adapter", default=None, type=click.Path(file_okay=False, exists=True),
               help="A LoRA adapter to merge (train_llm's models/llm-adapter; rerank.llm.model sft).")
 @click.option("--eval", "source", required=True, type=click.Path(exists=True),
-              help="A folder with eval.jsonl and kb.txt, or a CSV with question and context columns.")
+              help="A folder with eval.jsonl and kb.txt, build_sft's eval/SPLIT.jsonl (SPLIT_kb.jsonl beside it), "
+                   "or a CSV with question and context columns.")
 @click.option("--first-stage", default="bm25", show_default=True, help="bm25 | base | tuned | hybrid (rag.hybrid).")
 @click.option("--tuned-embedder", default=None, type=click.Path(file_okay=False, exists=True),
               help="train_embed's folder, for a first stage that uses `tuned`.")
@@ -145,11 +153,12 @@ def mean(rows: list[dict], key: str) -> float:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
               help="One line per query (resumed from when it exists); OUT.machine.json: the machine that scored.")
-@click.option("--against", default=None, help="FILE:SYSTEM, a score_retrieval per-query file and a system in it, to "
-                                              "compare hit@1 with by a paired bootstrap (same queries, same order).")
+@click.option("--against", default=None, help="FILE:SYSTEM, a score_retrieval per-query file and a system in it, or "
+                                              "FILE, score_rag's per-query file of one system (retrieval/SYSTEM.jsonl), "
+                                              "to compare hit@1 with by a paired bootstrap (same queries, same order).")
 @click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
               help="Also write the last row's per-query scores as score_retrieval does (RECORD/score/retrieval/"
-                   "SPLIT.jsonl, SPLIT the --eval folder's name: the first stage and first_stage+kind) and the "
+                   "SPLIT.jsonl, SPLIT the --eval folder's or file's name: the first stage and first_stage+kind) and the "
                    "machine (RECORD/machine.json), for compare and the generated tables.")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--set", "assignments", multiple=True, help="A params override, group.key=value (repeatable).")
@@ -168,7 +177,10 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
     counts = [int(x) for x in keep.split(",")] if keep else [candidates]
     if max(counts) > candidates:
         raise click.BadParameter(f"{max(counts)} candidates kept, of the {candidates} scored", param_hint="--keep")
-    questions, golds, kb = pairs(Path(source))
+    try:
+        questions, golds, kb = pairs(Path(source))
+    except DataError as e:  # named by file, row and field
+        raise click.ClickException(str(e)) from e
     n = queries or len(questions)
     questions, golds = questions[:n], golds[:n]
     out = Path(out_file) if out_file else None
@@ -224,7 +236,7 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
                   + ", ".join(f"{key} {mean(rows, key):.2f}" for key in rows[0]))
             chosen = rows
     if record_dir:
-        write_record(Path(record_dir), Path(source).name, first_stage, kind, lines, first_rows, chosen, scored_on)
+        write_record(Path(record_dir), Path(source).stem, first_stage, kind, lines, first_rows, chosen, scored_on)
     keys = [passage_key(line["gold"], i) for i, line in enumerate(lines)]  # the keys compare gives these queries
 
     def compare(name: str, old: list[float]) -> None:
@@ -237,11 +249,12 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
 
     compare(first_stage, [r["hit@1"] for r in first_rows])
     if against:
-        file, _, system = against.rpartition(":")
+        file, _, system = against.rpartition(":") if ":" in against else (against, "", "")
         theirs = read_jsonl(file)[:len(lines)]
-        if [r["query"] for r in theirs] != [line["query"] for line in lines]:
+        if [r.get("query", r.get("question")) for r in theirs] != [line["query"] for line in lines]:
             raise click.ClickException(f"{file}: not the same queries in the same order as {source}")
-        compare(system, [r[system]["hit@1"] for r in theirs])
+        # score_rag's file is one system's (named by the file): its rows hold the figures themselves
+        compare(system or Path(file).stem, [(r[system] if system else r)["hit@1"] for r in theirs])
 
 
 if __name__ == "__main__":

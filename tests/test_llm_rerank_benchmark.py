@@ -120,3 +120,37 @@ def test_the_lora_reranker_step_trains_the_adapter_on_groups_of_one_positive_and
     step = re.fullmatch(r"fp32: median ([\d.]+) s/step over 2 steps \(([\d.]+) tokens a step, loss ([\d.]+)\); one "
                         r"epoch over 10 queries = 5 steps = ([\d.]+) h", line)
     assert step and float(step.group(2)) > 0 and float(step.group(3)) > 0
+
+
+def test_the_benchmark_reads_the_rag_systems_questions_and_compares_with_a_score_rag_file(tiny_llm, tmp_path):
+    """build_sft's eval split (eval/test.jsonl, its knowledge base test_kb.jsonl beside it) is read as the RAG
+    system reads it; --against takes score_rag's per-system file (rows of `question` and the figures, the system
+    named by the file); the record is written under the split's name; a row without a question is named."""
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "test_kb.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(KB)),
+                                          encoding="utf-8")
+    rows = [{"id": f"Q{i}", "question": q, "context": KB[g], "answers": "x"} for i, (q, g) in enumerate(QUESTIONS)]
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    theirs = tmp_path / "bm25.jsonl"   # score_rag's retrieval/bm25.jsonl: hit@1 0 on every question
+    theirs.write_text("".join(json.dumps({"id": r["id"], "question": r["question"], "hit@1": 0.0}) + "\n"
+                              for r in rows), encoding="utf-8")
+    out, record = tmp_path / "scores.jsonl", tmp_path / "record"
+    printed = run("--llm", tiny_llm, "--eval", str(folder / "test.jsonl"), "--candidates", "4", "--queries", "0",
+                  "--out", str(out), "--against", str(theirs), "--record", str(record))
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [x["query"] for x in lines] == [q for q, _ in QUESTIONS] and [x["gold"] for x in lines] == [
+        KB[g] for _, g in QUESTIONS]
+    assert all(x["candidates"] and set(x["candidates"]) <= {0, 1, 2, 3} for x in lines)  # indices into test_kb
+    # the last row (all four kept, no fusion) is the LLM's order: a hit where the gold scored highest
+    hits = [KB[max(zip(x["scores"], x["candidates"]))[1]] == x["gold"] for x in lines]
+    assert f"against bm25 (0.00): hit@1 +{100 * sum(hits) / 3:.2f} [" in printed
+    recorded = [json.loads(x) for x in (record / "score" / "retrieval" / "test.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in recorded] == [q for q, _ in QUESTIONS]
+
+    (folder / "test.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps({"id": "Q1", "context": KB[1]}) + "\n",
+                                       encoding="utf-8")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "llm_rerank.py"), "--llm", tiny_llm, "--eval",
+                           str(folder / "test.jsonl")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and f"{folder / 'test.jsonl'}, row 2, field 'question': missing" in done.stderr
+    assert "Traceback" not in done.stderr
