@@ -1,10 +1,10 @@
 """Measure an LLM reranker on the local LLM: a first stage's top K passages per query, scored by the LLM, then
 hit@1 / hit@5 / MRR@10 of every candidate count and first-stage weight asked for, and the seconds per query.
 
-Reads question/context pairs (a build_embed_negatives split folder with eval.jsonl and kb.txt, build_sft's eval split
-such as data/sft/eval/test.jsonl with its knowledge base test_kb.jsonl beside it: the RAG system's questions, or a
-CSV with ``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge base with the
-first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder, or hybrid of
+Reads question/context pairs (a build_embed_negatives split folder with eval.jsonl and kb.txt; build_sft's eval
+split such as data/sft/eval/test.jsonl with its knowledge base test_kb.jsonl beside it, the RAG system's questions;
+or a CSV with ``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge
+base with the first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder, or hybrid of
 ``rag.hybrid``), scores each query's top K with the LLM (``rerank.llm`` of the params; the kind, batch size and
 precision given here) and writes one line per query to --out: its candidates, their first-stage order and the
 LLM's scores, and the seconds the LLM took. A run that stops resumes from --out, and the figures are computed from
@@ -153,13 +153,14 @@ def mean(rows: list[dict], key: str) -> float:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
               help="One line per query (resumed from when it exists); OUT.machine.json: the machine that scored.")
-@click.option("--against", default=None, help="FILE:SYSTEM, a score_retrieval per-query file and a system in it, or "
-                                              "FILE, score_rag's per-query file of one system (retrieval/SYSTEM.jsonl), "
-                                              "to compare hit@1 with by a paired bootstrap (same queries, same order).")
+@click.option("--against", default=None,
+              help="FILE:SYSTEM, a score_retrieval per-query file and a system in it, or FILE, score_rag's per-query "
+                   "file of one system (retrieval/SYSTEM.jsonl), to compare hit@1 with by a paired bootstrap (same "
+                   "queries, same order).")
 @click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
               help="Also write the last row's per-query scores as score_retrieval does (RECORD/score/retrieval/"
-                   "SPLIT.jsonl, SPLIT the --eval folder's or file's name: the first stage and first_stage+kind) and the "
-                   "machine (RECORD/machine.json), for compare and the generated tables.")
+                   "SPLIT.jsonl, SPLIT the --eval folder's or file's name: the first stage and first_stage+kind) "
+                   "and the machine (RECORD/machine.json), for compare and the generated tables.")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--set", "assignments", multiple=True, help="A params override, group.key=value (repeatable).")
 def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned_embedder: str | None, kind: str,

@@ -1,5 +1,6 @@
 """Stage `train_rerank`: fine-tuning the cross-encoder that reorders the first stage's candidates (FlagEmbedding's
-reranker trainer), on the embedder's training rows, with negatives mined by the tuned embedder (or the rows' own)."""
+reranker trainer), on the embedder's training rows, with negatives mined by the tuned embedder (or the rows' own);
+with train_rerank.enabled false, a note that nothing was trained (no retriever of the params is X+rerank)."""
 
 import click
 
@@ -9,7 +10,7 @@ from raglab.core.report import StageReport
 from raglab.params.loader import load_params
 from raglab.retriever.rerank import RerankerConfig
 from raglab.retriever.search import EmbedderConfig
-from raglab.retriever.train_rerank import train_reranker
+from raglab.retriever.train_rerank import train_reranker, write_not_trained
 
 
 @click.command()
@@ -28,6 +29,11 @@ def main(params_file: str, train_file: str, embedder_dir: str, out_dir: str, liv
          checkpoint_dir: str) -> None:
     params = load_params(params_file)
     with StageReport("train_rerank") as report:
+        if not params.train_rerank.enabled:
+            write_not_trained(out_dir, live_dir)
+            report.add_wrote(f"{out_dir} (nothing trained: train_rerank.enabled is false)", 0)
+            write_json(metrics_file, {"train_rows": 0, "steps": 0})
+            return
         summary = train_reranker(RerankerConfig.of(params.reranker), params.train_rerank, train_file, out_dir,
                                  live_dir, checkpoint_dir,
                                  EmbedderConfig.of(params.embedder, model=embedder_dir, revision=None))

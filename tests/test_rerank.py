@@ -211,3 +211,49 @@ def test_the_assistant_reranks_and_times_the_second_stage(trained, typed, minilm
     assert len(turn.reply.passages) == 2
     assert set(turn.reply.timings) == {"route_s", "retrieval_s", "rerank_s"}
     assert 0 < turn.reply.timings["rerank_s"] <= turn.reply.timings["retrieval_s"]
+
+
+def test_train_rerank_disabled_trains_nothing_and_no_retriever_may_need_it(params, typed, tmp_path):
+    """train_rerank.enabled false: the stage writes a note instead of a model, in no time, the retrievers offer no
+    +rerank over its folder, and params in which a retriever needs the tuned cross-encoder are refused by key."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from raglab.params.loader import merge
+    from raglab.params.schema import ParamsError
+    from raglab.retriever.systems import Retrievers
+    from stages import train_rerank
+
+    off = {"train_rerank": {"enabled": False}}
+    fine = {"serve_infer": {"retrieval": {"systems": ["tuned"]}}, "rag": {"retrievers": ["hybrid"]},
+            "assistant": {"retriever": "hybrid"}}
+    for where, changes in (("serve_infer.retrieval.systems",
+                            {"serve_infer": {"retrieval": {"systems": ["tuned+rerank"]}}}),
+                           ("rag.retrievers", {"rag": {"retrievers": ["hybrid+rerank"]}}),
+                           ("assistant.retriever", {"assistant": {"retriever": "bm25+rerank"}})):
+        with pytest.raises((ParamsError, ValueError), match=rf"{where} \['\w+\+rerank'\] .*enabled is false"):
+            typed({**off, **fine, **changes})
+    keep = {"serve_infer": {"retrieval": {"systems": ["base", "tuned+base_rerank"]}}, "rag": {"retrievers": ["hybrid"]},
+            "assistant": {"retriever": "hybrid"}}
+    p = typed({**off, **keep})
+
+    raw = merge(params, {**off, **keep})
+    params_file, train_file = tmp_path / "params.yaml", tmp_path / "train.jsonl"
+    params_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    write_jsonl(train_file, rows())
+    (tmp_path / "embedder").mkdir()
+    out, live, metrics = tmp_path / "reranker", tmp_path / "live", tmp_path / "train_rerank.json"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"an earlier run's model")
+    result = CliRunner().invoke(train_rerank.main, [
+        "--params", str(params_file), "--train", str(train_file), "--embedder", str(tmp_path / "embedder"),
+        "--out", str(out), "--live", str(live), "--metrics", str(metrics),
+        "--checkpoints", str(tmp_path / "ckpt")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [f.name for f in out.iterdir()] == ["NOT_TRAINED.md"]  # the earlier model is gone, not served
+    assert (live / "NOT_TRAINED.md").is_file()
+    assert json.loads(metrics.read_text()) == {"train_rows": 0, "steps": 0}
+    retrievers = Retrievers([r["pos"][0] for r in rows()], p, tuned_reranker=out)
+    assert "bm25+rerank" not in retrievers.available() and "bm25+base_rerank" in retrievers.available()

@@ -220,6 +220,7 @@ class TrainEmbed(Trainer):
 
 
 class TrainRerank(Trainer):
+    enabled: bool  # false: nothing trained, for runs in which no retriever is X+rerank
     negatives: Literal["rows", "mined"]  # rows: build_embed_negatives' | mined: the tuned embedder's top candidates
     mined_ranks: RankWindow  # mined: rank window [lo, hi) sampled from
     num_negatives: int = PositiveInt()  # mined: negatives kept per query

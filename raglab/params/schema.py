@@ -29,7 +29,7 @@ from raglab.params.pipeline import (
     TrainRerank,
 )
 from raglab.params.own import Own
-from raglab.params.rerank import Rerank
+from raglab.params.rerank import Rerank, second_stage
 from raglab.params.serving import Assistant, Rag, Score, ServeInfer, Serving
 
 
@@ -72,6 +72,10 @@ class Params(Group):
                 raise ValueError(f"rerank.candidates ({candidates}) must be at least {depth[0]} ({depth[1]}): "
                                  f"{where} {reranked} rerank that many first-stage passages and keep the best")
             self.rerank.check_servable(where, names, local_llm=where != "serve_infer.retrieval.systems")
+            if not self.train_rerank.enabled and (tuned := [n for n in names if second_stage(n) == "rerank"]):
+                raise ValueError(f"{where} {tuned} rerank with train_rerank's cross-encoder, and "
+                                 "train_rerank.enabled is false: enable it, or drop them (X+base_rerank uses the "
+                                 "untuned one)")
         return self
 
 

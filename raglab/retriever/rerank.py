@@ -23,6 +23,7 @@ from raglab.params.rerank import Rerank
 from raglab.retriever.search import Ranking, reciprocal_rank_fusion
 
 HEAD_SEED = 0
+NOT_TRAINED = "NOT_TRAINED.md"  # the note train_rerank leaves in its folder when train_rerank.enabled is false
 
 
 @dataclass

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from raglab.params.rerank import FIRST_STAGES, LLM_RERANKERS, second_stage
 from raglab.params.schema import Params
-from raglab.retriever.rerank import CrossEncoderReranker, Reranker, RerankerConfig
+from raglab.retriever.rerank import NOT_TRAINED, CrossEncoderReranker, Reranker, RerankerConfig
 from raglab.retriever.search import (
     BM25Index,
     DenseIndex,
@@ -49,6 +50,8 @@ class Retrievers:
         self._dense: dict[str, DenseIndex] = {}  # the knowledge base encoded by each embedder
         if self.shared is not None:
             self.models = self.shared.models
+        if self.tuned_reranker is not None and (Path(self.tuned_reranker) / NOT_TRAINED).is_file():
+            self.tuned_reranker = None  # train_rerank.enabled was false: no ``+rerank``
 
     def available(self) -> list[str]:
         firsts = [r for r in FIRST_STAGES if r != "tuned" or self.tuned_embedder is not None]

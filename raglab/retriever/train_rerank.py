@@ -33,7 +33,7 @@ from raglab.models.trainer import (
 )
 from raglab.params.pipeline import TrainRerank
 from raglab.retriever.data import QAPair, mine_hard_negatives
-from raglab.retriever.rerank import RerankerConfig
+from raglab.retriever.rerank import NOT_TRAINED, RerankerConfig
 from raglab.retriever.search import EmbedderConfig, load_embedder
 from raglab.retriever.train import check_train_rows, resume_encoder_weights
 from raglab.retriever.vocabulary import check_same_tokenizer, extend_vocabulary
@@ -86,6 +86,17 @@ def flag_arguments(base: RerankerConfig, hp: TrainRerank, train_file: str, outpu
         bf16=precision == "bf16",
     )
     return model_args, data_args, training_args
+
+
+def write_not_trained(output_dir: str | os.PathLike, live_dir: str | os.PathLike) -> None:
+    """``output_dir`` and ``live_dir`` (the stage's outputs) holding only a note that nothing was trained: the
+    params leave every retriever without the tuned cross-encoder (``train_rerank.enabled: false``), so the stages
+    after it run without an hour of training they would not use."""
+    note = "No cross-encoder was trained: `train_rerank.enabled` is false, and no retriever is X+rerank.\n"
+    for folder in (output_dir, live_dir):
+        with atomic_dir(folder) as work_dir:
+            work_dir.mkdir()
+            (work_dir / NOT_TRAINED).write_text(note, encoding="utf-8")
 
 
 def train_reranker(base: RerankerConfig, hp: TrainRerank, train_file: str, output_dir: str | os.PathLike,
