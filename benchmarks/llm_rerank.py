@@ -4,15 +4,15 @@ hit@1 / hit@5 / MRR@10 of every candidate count and first-stage weight asked for
 Reads question/context pairs (a build_embed_negatives split folder with eval.jsonl and kb.txt; build_sft's eval
 split such as data/sft/eval/test.jsonl with its knowledge base test_kb.jsonl beside it, the RAG system's questions;
 or a CSV with ``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge
-base with the first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder, or hybrid of
-``rag.hybrid``), scores each query's top K with the LLM (``rerank.llm`` of the params; the kind, batch size and
-precision given here) and writes one line per query to --out: its candidates, their first-stage order and the
-LLM's scores, and the seconds the LLM took. A run that stops resumes from --out, and the figures are computed from
-it, so that the choices (how many candidates, which first-stage weight) cost nothing more: make them on a
-validation split (build_embed_negatives.val_size), then apply them to the test split with --against to compare with
-another system's per-query hits (a score_retrieval test.jsonl) by a paired bootstrap clustered by gold passage.
-The machine the times were taken on is printed (CPU model, cores, bf16 flags, whether other jobs shared the cores
-while this run scored, torch threads).
+base with the first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder,
+or hybrid of ``rag.hybrid``), scores each query's top K with the LLM (``rerank.llm`` of the params; the kind,
+batch size and precision given here) and writes one line per query to --out: its candidates, their first-stage
+order and the LLM's scores, and the seconds the LLM took. A run that stops resumes from --out, and the figures
+are computed from it, so that the choices (how many candidates, which first-stage weight) cost nothing more: make
+them on a validation split (build_embed_negatives.val_size), then apply them to the test split with --against to
+compare with another system's per-query hits (a score_retrieval test.jsonl) by a paired bootstrap clustered by
+gold passage. The machine the times were taken on is printed (CPU model, cores, bf16 flags, whether other jobs
+shared the cores while this run scored, torch threads).
 
     python benchmarks/llm_rerank.py --llm models/base/llm --eval data/embed/val --first-stage hybrid \
         --candidates 10 --keep 5,10 --weights 0,0.5,1 --out val.jsonl
