@@ -231,6 +231,21 @@ def test_written_params_are_what_the_experiment_reads(tmp_path, monkeypatch):
     assert written.embedder.model == str(tmp_path / "minilm") and written.own.questions.round_trip_top_k is None
     assert written.build_embed_negatives.val_size == 0.03 and written.build_embed_negatives.split_by == "passage"
 
+    # every form of -S that dvc's parser takes counts, a quoted "-S k=v" (one word) too: none is dropped
+    forms = ["-S download.datasets.cmrc2018.splits=[validation]", "-Sdistill_cot.max_questions=0",
+             "--set-param=build_embed_negatives.val_size=0.05", "--set-param", "own.questions.round_trip_top_k=null"]
+    result = CliRunner().invoke(profiles.main, ["cpu-minilm,own", "--write-params", str(out)] + forms)
+    assert result.exit_code == 0 and "4 -S values" in result.output, result.output
+    written = load_params(out)
+    assert written.download.datasets["cmrc2018"].splits == ["validation"] and written.distill_cot.max_questions == 0
+    assert written.build_embed_negatives.val_size == 0.05 and written.own.questions.round_trip_top_k is None
+    result = CliRunner().invoke(profiles.main, ["cpu-minilm", "--dry-run", "--queue"] + forms[:2])
+    assert result.exit_code == 0, result.output
+    assert result.output.split()[-5:] == ["--queue", "-S", "download.datasets.cmrc2018.splits=[validation]", "-S",
+                                          "distill_cot.max_questions=0"]
+    result = CliRunner().invoke(profiles.main, ["cpu-minilm", "--write-params", str(out), "-S"])
+    assert result.exit_code != 0 and "-S needs a value" in result.output
+
     bad = tmp_path / "bad.yaml"
     result = CliRunner().invoke(profiles.main, ["cpu-minilm", "--write-params", str(bad), "-S",
                                                 "build_embed_negatives.negatives=hardest"])

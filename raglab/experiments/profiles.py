@@ -98,6 +98,27 @@ def write_params(out: str | os.PathLike, profile: str, assignments: tuple[str, .
     write_text(out, yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
 
 
+def split_set_params(dvc_args: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """The ``-S`` values among dvc's arguments, and the other arguments. Every form dvc's parser takes counts:
+    ``-S k=v``, ``-Sk=v``, ``--set-param k=v``, ``--set-param=k=v``, and a quoted ``"-S k=v"`` (one word, as a
+    shell line with the quote before the flag gives it), so that no value is dropped from ``--write-params``."""
+    values, others, args = [], [], iter(dvc_args)
+    for arg in args:
+        if arg in ("-S", "--set-param"):
+            value = next(args, None)
+            if value is None:
+                raise click.UsageError(f"{arg} needs a value: group.key=value")
+        elif arg.startswith("--set-param="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-S"):
+            value = arg[2:]
+        else:
+            others.append(arg)
+            continue
+        values.append(value.strip())
+    return tuple(values), others
+
+
 def set_param_args(overlay: dict[str, Any]) -> list[str]:
     """``-S key=value`` arguments for ``dvc exp run``: scalars YAML-encoded, as DVC parses them; lists as
     JSON, whose quoted strings Hydra's override grammar (what parses ``-S``) takes as they are
@@ -131,7 +152,7 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
 
     exp_name = exp_name or "+".join(Path(p).stem for p in profile.split(","))
     overlay = load_profiles(profile)
-    user_sets = tuple(a for flag, a in zip(dvc_args, dvc_args[1:]) if flag in ("-S", "--set-param"))
+    user_sets, other_args = split_set_params(dvc_args)
     try:  # before dvc runs anything: a typo must not cost a training run
         check("params.yaml", overlay, user_sets, f"params.yaml with profile {profile}")
     except ParamsError as e:
@@ -143,7 +164,7 @@ def main(profile: str, exp_name: str | None, temp: bool, record_dir: str | None,
     cmd = [dvc_executable(), "exp", "run", "-n", exp_name]
     if temp:
         cmd.append("--temp")
-    cmd += set_param_args(overlay) + list(dvc_args)
+    cmd += set_param_args(overlay) + other_args + [arg for value in user_sets for arg in ("-S", value)]
     if dry_run:
         click.echo(" ".join(cmd))
         return
