@@ -23,8 +23,10 @@ shared the cores while this run scored, torch threads).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from raglab.params.rerank import Rerank
 from raglab.rag.kb import read_kb
 from raglab.retriever.rerank import Reranker
 from raglab.retriever.systems import Retrievers
+from raglab.serving.vllm import free_port, server_for
 
 
 def pairs(source: Path) -> tuple[list[str], list[str], list[str]]:
@@ -151,6 +154,9 @@ def mean(rows: list[dict], key: str) -> float:
               help="First-stage weights (rank fusion; 0: the LLM's order alone) to report, comma-separated.")
 @click.option("--batch-size", default=None, type=int, help="Pairs per forward pass (default rerank.llm.batch_size).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
+@click.option("--vllm", "use_vllm", is_flag=True,
+              help="Score through a vLLM server started on --llm for the run (the serving params; --precision is "
+                   "its dtype) and its prompt logprobs (rerank.llm.endpoint), instead of transformers in this process.")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
               help="One line per query (resumed from when it exists); OUT.machine.json: the machine that scored.")
 @click.option("--against", default=None,
@@ -165,7 +171,7 @@ def mean(rows: list[dict], key: str) -> float:
 @click.option("--set", "assignments", multiple=True, help="A params override, group.key=value (repeatable).")
 def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned_embedder: str | None, kind: str,
          queries: int, candidates: int, keep: str | None, weights: str, batch_size: int | None, precision: str,
-         out_file: str | None, against: str | None, record_dir: str | None, params_file: str,
+         use_vllm: bool, out_file: str | None, against: str | None, record_dir: str | None, params_file: str,
          assignments: tuple[str, ...]) -> None:
     import torch
 
@@ -175,6 +181,16 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
     for assignment in assignments:
         raw = set_value(raw, assignment)
     params = validate(raw, params_file)
+    server = None
+    if use_vllm:
+        if adapter:
+            raise click.UsageError("--vllm serves --llm alone: merge the adapter into a folder first")
+        server = server_for(llm_dir, params.serving, trust_remote_code=params.llm.trust_remote_code,
+                            log_file=Path(tempfile.gettempdir()) / "llm_rerank-vllm.log")
+        server.dtype, server.port = {"fp32": "float32", "bf16": "bfloat16"}.get(precision, server.dtype), free_port()
+        raw["rerank"]["llm"].update(model="endpoint", endpoint={
+            "base_url": server.base_url, "model": server.served_name, "api_key_env": None, "prompt_logprobs": True})
+        params = validate(raw, params_file)
     counts = [int(x) for x in keep.split(",")] if keep else [candidates]
     if max(counts) > candidates:
         raise click.BadParameter(f"{max(counts)} candidates kept, of the {candidates} scored", param_hint="--keep")
@@ -196,14 +212,21 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
         firsts = retrievers.search(first_stage, [questions[i] for i in todo], candidates)
         reranker = retrievers.reranker(kind)
         scorer = retrievers.llm_scorer()
-        print(f"{kind} on {llm_dir}{f' + {adapter}' if adapter else ''}: {scorer.precision}, batch "
+        if server:
+            command = server.command()
+            engine = f"vLLM {command[command.index('--dtype') + 1]} (log: {server.log_file})"
+        else:
+            engine = f"transformers {scorer.precision}"
+        print(f"{kind} on {llm_dir}{f' + {adapter}' if adapter else ''}: {engine}, batch "
               f"{params.rerank.llm.batch_size}; {first_stage}'s top {candidates} of {len(kb)} passages")
-        with open(out, "a", encoding="utf-8") if out else open("/dev/null", "w") as sink, sharing:
+        with open(out, "a", encoding="utf-8") if out else open("/dev/null", "w") as sink, sharing, \
+                server or contextlib.nullcontext():
             for i, first in zip(todo, firsts):
                 started = time.perf_counter()
                 scores = reranker.scores(questions[i], [kb[j] for j, _ in first])
                 line = {"query": questions[i], "gold": golds[i], "candidates": [j for j, _ in first],
-                        "scores": scores, "s": time.perf_counter() - started, "warm_up": i == todo[0]}
+                        "scores": scores, "s": time.perf_counter() - started, "warm_up": i == todo[0],
+                        "engine": engine.split(" (")[0]}
                 lines.append(line)
                 sink.write(json.dumps(line, ensure_ascii=False) + "\n")
                 sink.flush()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,3 +155,23 @@ def test_the_benchmark_reads_the_rag_systems_questions_and_compares_with_a_score
                            str(folder / "test.jsonl")], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and f"{folder / 'test.jsonl'}, row 2, field 'question': missing" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_the_benchmark_scores_through_vllm_as_in_process(tiny_llm, split, tmp_path):
+    """--vllm: a vLLM server started on --llm for the run scores by its prompt logprobs what transformers scores in
+    this process (same candidates; the same log-probabilities up to the engines' float32 arithmetic), and each line
+    names the engine that scored it; the server is gone after the run."""
+    common = ["--llm", tiny_llm, "--eval", str(split), "--candidates", "3", "--queries", "2", "--precision", "fp32"]
+    run(*common, "--out", str(tmp_path / "local.jsonl"))
+    printed = run(*common, "--out", str(tmp_path / "vllm.jsonl"), "--vllm", "--set", "serving.enforce_eager=true",
+                  "--set", "serving.max_model_len=1024")
+    assert "vLLM float32" in printed
+    local, served = ([json.loads(x) for x in (tmp_path / name).read_text(encoding="utf-8").splitlines()]
+                     for name in ("local.jsonl", "vllm.jsonl"))
+    assert [x["engine"] for x in local + served] == ["transformers fp32"] * 2 + ["vLLM float32"] * 2
+    for a, b in zip(local, served):
+        assert a["candidates"] == b["candidates"]
+        assert b["scores"] == pytest.approx(a["scores"], abs=0.02)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if tiny_llm in (p.info["cmdline"] or [])
+                and "vllm.entrypoints.openai.api_server" in p.info["cmdline"]]
