@@ -186,6 +186,16 @@ def test_a_model_folder_that_does_not_exist(tmp_path, mirror):
     assert_one_line_error(proc, "no model folder at", "no-model")
 
 
+def test_a_package_folder_whose_model_is_in_a_subfolder(tmp_path, mirror):
+    """An installed package's folder named instead of its model/ subfolder (as the packaged MiniLM is): one line
+    naming the folder to use, not a tokenizer error from deep in transformers."""
+    (tmp_path / "package" / "model").mkdir(parents=True)
+    (tmp_path / "package" / "model" / "config.json").write_text("{}")
+    params = params_file(tmp_path, mirror, {"llm": {"model": str(tmp_path / "package")}})
+    proc = run(["stages.download_model", "llm", "--params", str(params), "--out", str(tmp_path / "llm")], tmp_path)
+    assert_one_line_error(proc, "holds no config.json, its subfolder", str(tmp_path / "package" / "model"))
+
+
 def test_an_external_endpoint_whose_key_variable_is_unset(tmp_path, mirror):
     params = params_file(tmp_path, mirror, {"distill_cot": {
         "train_split": "train", "eval_split": "train", "teacher": {

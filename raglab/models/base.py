@@ -53,6 +53,10 @@ def local_folder(name: str, what: str) -> Path | None:
     """``name`` as a local folder; None for a hub id; an error for a path that does not exist."""
     path = Path(name).expanduser()
     if path.is_dir():
+        inner = [] if (path / "config.json").exists() else sorted(p.parent for p in path.glob("*/config.json"))
+        if inner:  # e.g. an installed package's folder, whose model is in its subfolder model/
+            raise ModelSourceError(f"{what}: {name} holds no config.json, its subfolder {inner[0]} does: name that "
+                                   "folder")
         return path
     if path.is_absolute() or name.startswith((".", "~")):
         raise ModelSourceError(f"{what}: no model folder at {name}")
