@@ -4,15 +4,16 @@ hit@1 / hit@5 / MRR@10 of every candidate count and first-stage weight asked for
 Reads question/context pairs (a build_embed_negatives split folder with eval.jsonl and kb.txt; build_sft's eval
 split such as data/sft/eval/test.jsonl with its knowledge base test_kb.jsonl beside it, the RAG system's questions;
 or a CSV with ``question`` and ``context`` columns such as the mirror's Financial-QA-10k.csv), ranks the knowledge
-base with the first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder,
-or hybrid of ``rag.hybrid``), scores each query's top K with the LLM (``rerank.llm`` of the params; the kind,
-batch size and precision given here) and writes one line per query to --out: its candidates, their first-stage
-order and the LLM's scores, and the seconds the LLM took. A run that stops resumes from --out, and the figures
-are computed from it, so that the choices (how many candidates, which first-stage weight) cost nothing more: make
-them on a validation split (build_embed_negatives.val_size), then apply them to the test split with --against to
-compare with another system's per-query hits (a score_retrieval test.jsonl) by a paired bootstrap clustered by
-gold passage. The machine the times were taken on is printed (CPU model, cores, bf16 flags, whether other jobs
-shared the cores while this run scored, torch threads).
+base with the first stage (a retriever of ``raglab.retriever.systems``: bm25, base, tuned with --tuned-embedder, or
+hybrid of ``rag.hybrid``), scores each query's top K with the LLM (``rerank.llm`` of the params; the kind, batch
+size and precision given here) and writes one line per query to --out: its candidates, their first-stage order and
+the LLM's scores, the seconds the LLM took and the engine (``--vllm``: a vLLM server started on the LLM for the run
+scores through its prompt logprobs, as ``rerank.llm.endpoint`` does; else transformers in this process). A run that
+stops resumes from --out, and the figures are computed from it, so that the choices (how many candidates, which
+first-stage weight) cost nothing more: make them on a validation split (build_embed_negatives.val_size), then apply
+them to the test split with --against to compare with another system's per-query hits (a score_retrieval test.jsonl)
+by a paired bootstrap clustered by gold passage. The machine the times were taken on is printed (CPU model, cores,
+bf16 flags, whether other jobs shared the cores while this run scored, torch threads).
 
     python benchmarks/llm_rerank.py --llm models/base/llm --eval data/embed/val --first-stage hybrid \
         --candidates 10 --keep 5,10 --weights 0,0.5,1 --out val.jsonl
@@ -214,10 +215,11 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
         scorer = retrievers.llm_scorer()
         if server:
             command = server.command()
-            engine = f"vLLM {command[command.index('--dtype') + 1]} (log: {server.log_file})"
+            engine = f"vLLM {command[command.index('--dtype') + 1]}"
         else:
             engine = f"transformers {scorer.precision}"
-        print(f"{kind} on {llm_dir}{f' + {adapter}' if adapter else ''}: {engine}, batch "
+        print(f"{kind} on {llm_dir}{f' + {adapter}' if adapter else ''}: {engine}"
+              f"{f' (log: {server.log_file})' if server else ''}, batch "
               f"{params.rerank.llm.batch_size}; {first_stage}'s top {candidates} of {len(kb)} passages")
         with open(out, "a", encoding="utf-8") if out else open("/dev/null", "w") as sink, sharing, \
                 server or contextlib.nullcontext():
@@ -226,7 +228,7 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
                 scores = reranker.scores(questions[i], [kb[j] for j, _ in first])
                 line = {"query": questions[i], "gold": golds[i], "candidates": [j for j, _ in first],
                         "scores": scores, "s": time.perf_counter() - started, "warm_up": i == todo[0],
-                        "engine": engine.split(" (")[0]}
+                        "engine": engine}
                 lines.append(line)
                 sink.write(json.dumps(line, ensure_ascii=False) + "\n")
                 sink.flush()
