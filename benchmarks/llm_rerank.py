@@ -213,11 +213,7 @@ def main(llm_dir: str, adapter: str | None, source: str, first_stage: str, tuned
         firsts = retrievers.search(first_stage, [questions[i] for i in todo], candidates)
         reranker = retrievers.reranker(kind)
         scorer = retrievers.llm_scorer()
-        if server:
-            command = server.command()
-            engine = f"vLLM {command[command.index('--dtype') + 1]}"
-        else:
-            engine = f"transformers {scorer.precision}"
+        engine = f"vLLM {server.served_dtype()}" if server else f"transformers {scorer.precision}"
         print(f"{kind} on {llm_dir}{f' + {adapter}' if adapter else ''}: {engine}"
               f"{f' (log: {server.log_file})' if server else ''}, batch "
               f"{params.rerank.llm.batch_size}; {first_stage}'s top {candidates} of {len(kb)} passages")

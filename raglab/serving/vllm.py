@@ -95,16 +95,22 @@ class VLLMServer:
         server (``raglab.serving.pool``) has its own."""
         return name
 
+    def served_dtype(self) -> str:
+        """The ``--dtype`` the server starts with: ``dtype``, with ``auto`` resolved on a CPU (bfloat16 with AMX /
+        AVX512-BF16, else float32); on a GPU, auto is the model's own dtype (vLLM's choice)."""
+        import torch
+
+        if self.dtype != "auto" or torch.cuda.is_available():
+            return self.dtype
+        return {"bf16": "bfloat16", "fp32": "float32"}[resolve_precision("auto", "vLLM", gpu=False)]
+
     def command(self) -> list[str]:
         import torch
 
         gpu = torch.cuda.is_available()
-        dtype = self.dtype
-        if dtype == "auto" and not gpu:  # on a GPU, auto is the model's own dtype (vLLM's choice)
-            dtype = {"bf16": "bfloat16", "fp32": "float32"}[resolve_precision("auto", "vLLM", gpu=False)]
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
                "--served-model-name", self.served_name, "--host", self.host, "--port", str(self.port),
-               "--dtype", dtype, "--seed", "0", "--generation-config", "vllm"]
+               "--dtype", self.served_dtype(), "--seed", "0", "--generation-config", "vllm"]
         if self.revision:
             cmd += ["--revision", self.revision]
         if self.trust_remote_code:
